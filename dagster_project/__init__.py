@@ -1,0 +1,1 @@
+"""Distill: a declarative build system for distilling LLM skills into small models."""

@@ -1,0 +1,181 @@
+"""The schema of params.yaml: every knob, its type and allowed values, checked before any work.
+
+`validate_params` turns pydantic's errors into messages that name the key, what is allowed and the
+fix, e.g. ``params.yaml: dedup.near_treshold: unknown key; did you mean 'near_threshold'?``.
+"""
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ParamsError(ValueError):
+    """params.yaml (or a file it names) is wrong; the message says where and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Source(_Section):
+    """One place grounding passages come from."""
+
+    path: str
+    format: Literal["jsonl", "parquet", "text_dir", "hf_dataset"] = "jsonl"
+    text_field: str = "text"
+    split: str = "train"  # only for hf_dataset
+
+
+class RetrieveParams(_Section):
+    sources: list[Source] = Field(min_length=1)
+    chunk_words: int = Field(gt=0)
+    chunk_overlap_words: int = Field(ge=0)
+    queries: str
+    top_k: int = Field(gt=0)
+
+
+class SynthesizeParams(_Section):
+    prompt: str
+    teacher_model: str
+    questions_per_passage: int = Field(gt=0)
+    temperature: float = Field(ge=0, le=2)
+    seed: int
+    max_attempts: int = Field(ge=1)
+
+
+Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
+
+
+class DedupParams(_Section):
+    key_fields: list[Literal["question", "answer", "context"]] = Field(min_length=1)
+    normalize: list[Normalization]
+    near_threshold: float = Field(ge=0, le=100)
+    near_scorer: Literal["ratio", "token_sort_ratio", "token_set_ratio"]
+    val_fraction: float = Field(gt=0, lt=1)
+    seed: int
+
+
+class TrainParams(_Section):
+    base_model: str | None
+    vocab_size: int = Field(ge=300)
+    n_layer: int = Field(gt=0)
+    n_head: int = Field(gt=0)
+    n_embd: int = Field(gt=0)
+    max_length: int = Field(gt=8)
+    epochs: float = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    seed: int
+
+
+class EvaluateParams(_Section):
+    gold_test: str
+    max_new_tokens: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+
+
+class Params(_Section):
+    retrieve: RetrieveParams
+    synthesize: SynthesizeParams
+    dedup: DedupParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+# Files that params name and that must exist before any stage runs: (section, key).
+_REQUIRED_FILES = [("synthesize", "prompt"), ("retrieve", "queries"), ("evaluate", "gold_test")]
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc` (the location of an error), if any."""
+    model: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        inner = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc)
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" did you mean '{close[0]}'?" if close else ""
+        return f"{source}: {key}: unknown key.{hint} Allowed keys here: {', '.join(allowed)}."
+    if kind == "missing":
+        return f"{source}: {key}: required key is missing; add it (see README.md, 'params.yaml')."
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{source}: {key}: {err['input']!r} is not allowed; allowed values: {expected}."
+    got = type(err["input"]).__name__ if "input" in err else "?"
+    return f"{source}: {key}: {err['msg']} (got {err.get('input')!r} of type {got})."
+
+
+def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> Params:
+    """Validate a parsed params.yaml; raise ParamsError naming every wrong key and the fix."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}.")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ParamsError("\n".join(lines)) from None
+    root = Path(root)
+    for section, key in _REQUIRED_FILES:
+        value = getattr(getattr(params, section), key)
+        if not (root / value).exists():
+            raise ParamsError(
+                f"{source}: {section}.{key}: file '{value}' does not exist; create it or point "
+                f"{section}.{key} at an existing file."
+            )
+    for i, src in enumerate(params.retrieve.sources):
+        if src.format != "hf_dataset" and not (root / src.path).exists():
+            raise ParamsError(
+                f"{source}: retrieve.sources.{i}.path: '{src.path}' does not exist; fix the path "
+                "or use format: hf_dataset for a Hugging Face dataset name."
+            )
+    return params
+
+
+def load_params(path: Path | str = "params.yaml") -> tuple[Params, dict[str, Any]]:
+    """Read and validate params.yaml; return the typed params and the raw mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return validate_params(raw, root=path.parent, source=str(path.name)), raw
+
+
+def main() -> None:
+    """`python -m dagster_project.params_schema [params.yaml]`: check params, exit 1 with the reason."""
+    import sys
+
+    try:
+        load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print("params.yaml: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""What every stage shares: reading its params section, atomic output folders, small writers.
+
+A stage sees only the params section it declares in dvc.yaml (`load_stage_params`); the returned
+mapping records which keys the stage read, so a test can check that the two agree.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dagster_project.params_schema import ParamsError, load_params
+
+
+class TrackedParams(Mapping[str, Any]):
+    """A read-only view of one params section that records every key path read."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str, accessed: set[str] | None = None):
+        self._data = data
+        self._prefix = prefix
+        self.accessed: set[str] = accessed if accessed is not None else set()
+
+    def __getitem__(self, key: str) -> Any:
+        path = f"{self._prefix}.{key}"
+        if key not in self._data:
+            raise KeyError(f"param '{path}' is not in params.yaml")
+        self.accessed.add(path)
+        value = self._data[key]
+        if isinstance(value, Mapping):
+            return TrackedParams(value, path, self.accessed)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+# Every TrackedParams handed out in this process, so tests can see what stages read.
+LOADED: list[TrackedParams] = []
+
+
+def load_stage_params(params_path: str | Path, section: str) -> TrackedParams:
+    """Validate the whole params file (fail before any work), then return only `section`."""
+    try:
+        _, raw = load_params(params_path)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    tracked = TrackedParams(raw[section], section)
+    LOADED.append(tracked)
+    return tracked
+
+
+@contextmanager
+def atomic_output_dir(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out` in one rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename), sorted keys, UTF-8."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the `--params` option every stage takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="path to params.yaml")
+    return parser
