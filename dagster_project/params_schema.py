@@ -130,7 +130,9 @@ def _describe(err: dict[str, Any], source: str) -> str:
 def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> Params:
     """Validate a parsed params.yaml; raise ParamsError naming every wrong key and the fix."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}.")
+        raise ParamsError(
+            f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}."
+        )
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:

@@ -1,0 +1,104 @@
+"""A sensor that reconciles runs made outside Dagster (`dvc repro`, `dvc pull`, `git checkout`).
+
+Each tick compares every dvc.lock entry (and the provenance it implies) with what Dagster last
+recorded for that asset; where they differ it reports a runless materialization carrying the
+code version, data version and input data versions derived from dvc.lock, so Dagster's stale/fresh
+view equals `dvc status`.
+"""
+
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    INPUT_DATA_VERSION_TAG_PREFIX,
+)
+
+from dagster_project.dvc_integration.assets import LOCK_ENTRY_TAG, SOURCE_TAG, materialization_parts
+from dagster_project.dvc_integration.project import (
+    DvcStage,
+    code_version_from_lock,
+    input_versions_from_lock,
+    load_stages,
+    read_lock,
+)
+from dagster_project.dvc_integration.translator import DvcTranslator
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def expected_events(
+    root: Path, stages: list[DvcStage], translator: DvcTranslator, instance: dg.DagsterInstance
+) -> list[dg.AssetMaterialization]:
+    """Runless materializations for every stage whose dvc.lock entry Dagster has not recorded."""
+    lock = read_lock(root)
+    by_name = {s.name: s for s in stages}
+    commit = None
+    events = []
+    for stage in stages:
+        entry = lock.get(stage.name)
+        if not entry:
+            continue
+        key = translator.get_asset_key(stage)
+        data_version, tags, metadata = materialization_parts(root, stage)
+        tags[CODE_VERSION_TAG] = code_version_from_lock(stage, stages, entry)
+        if data_version:
+            tags[DATA_VERSION_TAG] = data_version
+            tags[DATA_VERSION_IS_USER_PROVIDED_TAG] = "true"
+        for up_name, version in input_versions_from_lock(stage, stages, entry).items():
+            up_key = translator.get_asset_key(by_name[up_name])
+            tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{up_key.to_user_string()}"] = version
+        latest = instance.get_latest_materialization_event(key)
+        recorded = (
+            dict(latest.asset_materialization.tags or {}) if latest and latest.asset_materialization else {}
+        )
+        keys = [LOCK_ENTRY_TAG, CODE_VERSION_TAG, DATA_VERSION_TAG] + [
+            k for k in tags if k.startswith(INPUT_DATA_VERSION_TAG_PREFIX)
+        ]
+        if all(recorded.get(k) == tags.get(k) for k in keys):
+            continue
+        commit = commit or _git_commit(root)
+        tags[SOURCE_TAG] = "dvc.lock"
+        if commit:
+            tags["dvc/git_commit"] = commit
+        events.append(dg.AssetMaterialization(asset_key=key, tags=tags, metadata=metadata))
+    return events
+
+
+def build_dvc_lock_sensor(
+    project_dir: str | Path,
+    translator: DvcTranslator | None = None,
+    minimum_interval_seconds: int = 15,
+) -> dg.SensorDefinition:
+    """The reconciling sensor for the DVC project at `project_dir` (running by default)."""
+    root = Path(project_dir)
+    translator = translator or DvcTranslator()
+    stages = load_stages(root)
+    asset_keys = [translator.get_asset_key(s) for s in stages]
+
+    @dg.sensor(
+        name="dvc_lock_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=asset_keys,
+        description="Reports runless materializations for dvc.lock entries made outside Dagster.",
+    )
+    def dvc_lock_sensor(context: dg.SensorEvaluationContext):
+        events = expected_events(root, stages, translator, context.instance)
+        if not events:
+            return dg.SkipReason("dvc.lock matches what Dagster recorded")
+        context.log.info(f"reconciling {len(events)} asset(s) from dvc.lock")
+        return dg.SensorResult(asset_events=events)
+
+    return dvc_lock_sensor
