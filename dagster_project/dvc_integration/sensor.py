@@ -15,6 +15,8 @@ from dagster._core.definitions.data_version import (
     DATA_VERSION_IS_USER_PROVIDED_TAG,
     DATA_VERSION_TAG,
     INPUT_DATA_VERSION_TAG_PREFIX,
+    INPUT_EVENT_POINTER_TAG_PREFIX,
+    NULL_EVENT_POINTER,
 )
 
 from dagster_project.dvc_integration.assets import LOCK_ENTRY_TAG, SOURCE_TAG, materialization_parts
@@ -59,6 +61,11 @@ def expected_events(
         for up_name, version in input_versions_from_lock(stage, stages, entry).items():
             up_key = translator.get_asset_key(by_name[up_name])
             tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{up_key.to_user_string()}"] = version
+            # Dagster reads provenance only with an event pointer; unpartitioned staleness compares
+            # data versions, so the upstream's latest event (or NULL) is an honest pointer.
+            records = instance.fetch_materializations(up_key, limit=1).records
+            pointer = str(records[0].storage_id) if records else NULL_EVENT_POINTER
+            tags[f"{INPUT_EVENT_POINTER_TAG_PREFIX}/{up_key.to_user_string()}"] = pointer
         latest = instance.get_latest_materialization_event(key)
         recorded = (
             dict(latest.asset_materialization.tags or {}) if latest and latest.asset_materialization else {}
