@@ -49,7 +49,9 @@ with open("runs.log", "a") as log:
 
 def read(path):
     p = pathlib.Path(path)
-    return "".join(f.read_text() for f in sorted(p.rglob("*")) if f.is_file()) if p.is_dir() else p.read_text()
+    if not p.is_dir():
+        return p.read_text()
+    return "".join(f.read_text() for f in sorted(p.rglob("*")) if f.is_file())
 
 def write(path, text):
     p = pathlib.Path(path)

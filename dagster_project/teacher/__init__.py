@@ -1,0 +1,1 @@
+"""The teacher engine: prompts, validation, response cache, OpenAI-compatible client, offline teacher."""

@@ -1,0 +1,342 @@
+"""The offline teacher: a deterministic, rule-based stand-in for an LLM. It is weak, and says so.
+
+It exists so that a fresh machine can run the whole pipeline and the test suite with no network, keys
+or GPU. It is NOT a language model and its output is no claim of LLM quality: it reads the passage with
+regular expressions, turns sentences of a few familiar shapes ("The capital of X is Y.", "X was founded
+in 1234.", "It was founded by A B." ...) into question/answer pairs, and falls back to generic
+cloze-style questions ("In the passage about X, what fills the blank in: '... ___ ...'?") for any other
+sentence that holds a number or a name. Every answer is a verbatim span of the passage.
+
+Prompts it understands: the grounded-QA prompt (prompts/grounded_qa.yaml): the last user message holds
+the passage between `<passage>` and `</passage>` and the number of pairs wanted in `<count>N</count>`.
+For any other prompt it does not guess: it answers with the honest empty result `{"pairs": []}`
+(finish_reason "stop"), which a schema-validating caller rejects (the schema asks for at least one
+pair), so the request ends up among the rejects rather than as made-up data.
+
+Determinism: the answer is a pure function of (messages, temperature, seed, max_tokens). With
+temperature 0 the first question template of each rule is used; above 0 the template is picked by a
+hash of (seed, temperature, sentence), so different seeds give different but reproducible phrasings.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+NAME = r"[A-Z][\w'’-]*(?: [A-Z][\w'’-]*)*"
+NUM = r"\d[\d,]*\d|\d"
+YEAR = r"\d{3,4}"
+PHRASE = r"[a-z][a-z -]*[a-z]"  # a short lowercase phrase ending the sentence
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A sentence shape: a regex with an answer group `a` (and maybe a subject group `s`)."""
+
+    category: str
+    pattern: re.Pattern[str]
+    questions: tuple[str, ...]  # templates with {s} = the subject
+
+
+def _rule(category: str, patterns: list[str], questions: list[str]) -> list[Rule]:
+    return [Rule(category, re.compile(p), tuple(questions)) for p in patterns]
+
+
+RULES: list[Rule] = [
+    *_rule(
+        "capital",
+        [
+            rf"[Tt]he capital of (?P<s>{NAME}) is (?P<a>{NAME})",
+            rf"\bIts capital is (?P<a>{NAME})",
+            rf"^(?P<a>{NAME}) serves as the capital of (?P<s>{NAME})",
+        ],
+        ["What is the capital of {s}?", "Which city is the capital of {s}?"],
+    ),
+    *_rule(
+        "ruler",
+        [
+            rf"\bruled by (?P<a>{NAME})",
+            rf"ruler of (?P<s>{NAME}) is (?P<a>{NAME})",
+            rf"^(?P<a>{NAME}) sits on the throne of (?P<s>{NAME})",
+        ],
+        ["Who rules {s}?", "Who sits on the throne of {s}?"],
+    ),
+    *_rule(
+        "population",
+        [
+            rf"population of (?:about )?(?P<a>{NUM})\b",
+            rf"population is estimated at (?P<a>{NUM})",
+            rf"^About (?P<a>{NUM}) people live in (?P<s>{NAME})",
+        ],
+        ["What is the population of {s}?", "About how many people live in {s}?"],
+    ),
+    *_rule(
+        "founder",
+        [rf"\bfounded by (?P<a>{NAME})", rf"^(?P<a>{NAME}) founded the (?P<s>{NAME})"],
+        ["Who founded {s}?", "Who was the founder of {s}?"],
+    ),
+    *_rule(
+        "founded_year",
+        [
+            rf"\b(?:founded|established) in (?:the year )?(?P<a>{YEAR})\b",
+            rf"founding to the year (?P<a>{YEAR})\b",
+            rf"\bdates from (?P<a>{YEAR})\b",
+            rf"charter was signed in (?P<a>{YEAR})\b",
+        ],
+        ["When was {s} founded?", "In what year was {s} founded?"],
+    ),
+    *_rule(
+        "kingdom",
+        [rf"kingdom of (?P<a>{NAME})"],
+        ["In which kingdom is {s}?", "Which kingdom does {s} belong to?"],
+    ),
+    *_rule(
+        "river",
+        [rf"\b(?:lies on|banks of) the (?P<a>{NAME}) river", rf"^The (?P<a>{NAME}) river flows through"],
+        ["On which river does {s} stand?", "Which river flows through {s}?"],
+    ),
+    *_rule(
+        "known_for",
+        [rf"\b(?:famous|known) for its (?P<a>{PHRASE})\.?$", rf"\bto (?P<s>{NAME}) for its (?P<a>{PHRASE})"],
+        ["What is {s} famous for?", "What is {s} known for?"],
+    ),
+    *_rule(
+        "mouth",
+        [rf"\b(?:empties|flows) into the (?P<a>{NAME})"],
+        ["Into which sea does {s} flow?", "Where does {s} end?"],
+    ),
+    *_rule(
+        "length",
+        [rf"\b(?:is|runs for|length is) (?P<a>(?:{NUM}) (?:kilometres|kilometers|km|miles))\b"],
+        ["How long is {s}?", "What is the length of {s}?"],
+    ),
+    *_rule(
+        "source",
+        [rf"\b(?:rises on|source on|slopes of) (?P<a>{NAME})"],
+        ["Where does {s} have its source?", "On which mountain does {s} rise?"],
+    ),
+    *_rule(
+        "city",
+        [rf"\bpasses the city of (?P<a>{NAME})", rf"^The city of (?P<a>{NAME}) lies on its banks"],
+        ["Which city lies on {s}?", "Which city does {s} pass?"],
+    ),
+    *_rule(
+        "range",
+        [rf"\b(?:a mountain in|highest peak of) the (?P<a>{NAME})"],
+        ["In which range is {s}?", "Which range does {s} belong to?"],
+    ),
+    *_rule(
+        "height",
+        [rf"(?P<a>(?:{NUM}) (?:metres|meters|feet))"],
+        ["How high is {s}?", "What is the height of {s}?"],
+    ),
+    *_rule(
+        "first_climber",
+        [
+            rf"first climbed by (?P<a>{NAME})",
+            rf"^(?P<a>{NAME}) made the first ascent of (?P<s>{NAME})",
+            rf"reach the summit was (?P<a>{NAME})",
+        ],
+        ["Who first climbed {s}?", "Who made the first ascent of {s}?"],
+    ),
+    *_rule(
+        "ascent_year",
+        [rf"first ascent took place in (?P<a>{YEAR})\b", rf"first climbed in (?P<a>{YEAR})\b"],
+        ["When was {s} first climbed?", "In what year was {s} first climbed?"],
+    ),
+    *_rule(
+        "birthplace",
+        [rf"\bborn in (?:the city of )?(?P<a>{NAME})"],
+        ["Where was {s} born?", "In which city was {s} born?"],
+    ),
+    *_rule(
+        "invention",
+        [
+            rf"\binvented the (?P<a>{PHRASE})\.?$",
+            rf"best remembered for the (?P<a>{PHRASE})\.?$",
+            rf"^The invention of the (?P<a>{PHRASE}) made (?P<s>{NAME}) famous",
+        ],
+        ["What did {s} invent?", "Which invention is {s} remembered for?"],
+    ),
+    *_rule(
+        "invention_year",
+        [rf"first (?:demonstrated|shown) in (?P<a>{YEAR})\b"],
+        [
+            "When was the invention of {s} first shown?",
+            "In what year was the invention of {s} first demonstrated?",
+        ],
+    ),
+    *_rule(
+        "guild",
+        [rf"\b(?:member of|belonged to) the (?P<a>{NAME} Guild)"],
+        ["Which guild was {s} a member of?", "Which guild did {s} belong to?"],
+    ),
+    *_rule(
+        "captain",
+        [
+            rf"commanded by Captain (?P<a>{NAME})",
+            rf"^(?P<a>{NAME}) is the captain of (?P<s>{NAME})",
+            rf"\bcaptain is (?P<a>{NAME})",
+        ],
+        ["Who is the captain of {s}?", "Who commands {s}?"],
+    ),
+    *_rule(
+        "launch_year",
+        [rf"\blaunched in (?P<a>{YEAR})\b", rf"first put to sea in (?P<a>{YEAR})\b"],
+        ["When was {s} launched?", "In what year was {s} launched?"],
+    ),
+    *_rule(
+        "home_port",
+        [rf"home port is (?P<a>{NAME})", rf"from the port of (?P<a>{NAME})", rf"harbour of (?P<a>{NAME})"],
+        ["What is the home port of {s}?", "From which port does {s} sail?"],
+    ),
+    *_rule(
+        "cargo",
+        [rf"\b(?:usually carries|carries cargoes of|trades mainly in) (?P<a>{PHRASE})\.?$"],
+        ["What does {s} carry?", "What cargo does {s} usually carry?"],
+    ),
+    *_rule(
+        "trade",
+        [rf"\bguild devoted to (?P<a>{PHRASE})\.?$", rf"\bthe trade of (?P<a>{PHRASE})\.?$"],
+        ["What trade does {s} practise?", "Which craft is {s} devoted to?"],
+    ),
+    *_rule(
+        "seat",
+        [
+            rf"\bhall stands in (?P<a>{NAME})",
+            rf"\bhas its seat in (?P<a>{NAME})",
+            rf"meets in the city of (?P<a>{NAME})",
+        ],
+        ["Where does {s} have its seat?", "In which city is {s} based?"],
+    ),
+    *_rule(
+        "members",
+        [rf"(?:has|counts|Some) (?P<a>{NUM}) (?:members|craftspeople)"],
+        ["How many members does {s} have?", "How many members belong to {s}?"],
+    ),
+]
+
+PASSAGE_RE = re.compile(r"<passage>\s*(.*?)\s*</passage>", re.S)
+COUNT_RE = re.compile(r"<count>\s*(\d+)\s*</count>")
+SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+SUBJECT_RE = re.compile(rf"^(?:The |A |An )?({NAME})")
+CLOZE_RE = re.compile(
+    rf"(?P<a>(?:{NUM})(?: (?:kilometres|metres|km|miles|feet|years|people))?|(?<=\w )(?:{NAME}))"
+)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _pick(options: tuple[str, ...], key: str, temperature: float, seed: int | None) -> str:
+    """Template 0 at temperature 0; otherwise one chosen by a stable hash of (seed, temperature, key)."""
+    if temperature <= 0 or len(options) == 1:
+        return options[0]
+    digest = hashlib.sha256(f"{seed}|{temperature}|{key}".encode()).digest()
+    return options[int.from_bytes(digest[:4], "big") % len(options)]
+
+
+def split_sentences(passage: str) -> list[str]:
+    """Split a passage into sentences (a simple punctuation rule; good enough for the stand-in)."""
+    return [s.strip() for s in SENTENCE_RE.split(" ".join(passage.split())) if s.strip()]
+
+
+def passage_subject(passage: str) -> str:
+    """The passage's topic: the leading capitalised name of its first sentence, else 'this passage'."""
+    m = SUBJECT_RE.match(passage.strip())
+    return m.group(1) if m else "this passage"
+
+
+def _with_article(subject: str) -> str:
+    """'Delash River' -> 'the Delash River' (rivers, guilds, ranges read with 'the')."""
+    if subject.split()[-1] in {"River", "Guild", "Range", "Sea"} and not subject.startswith("the "):
+        return f"the {subject}"
+    return subject
+
+
+def generate_pairs(passage: str, count: int, temperature: float = 0.0, seed: int | None = None) -> list[dict]:
+    """Up to `count` question/answer pairs from `passage`; answers are verbatim spans of it.
+
+    Rule-matched pairs come first (in passage order), then cloze questions for other sentences.
+    """
+    subject = passage_subject(passage)
+    ruled: list[dict] = []
+    cloze: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    for sentence in split_sentences(passage):
+        matched = False
+        for rule in RULES:
+            m = rule.pattern.search(sentence)
+            if not m:
+                continue
+            answer = m.group("a").strip()
+            subj = m.groupdict().get("s") or subject
+            if subj == answer or subj == "this passage":
+                continue
+            tpl = _pick(rule.questions, sentence, temperature, seed)
+            question = tpl.format(s=_with_article(subj))
+            question = question[0].upper() + question[1:]
+            if (question, answer) not in seen and answer in passage:
+                seen.add((question, answer))
+                ruled.append({"question": question, "answer": answer})
+                matched = True
+            break
+        if matched:
+            continue
+        for m in CLOZE_RE.finditer(sentence):
+            answer = m.group("a")
+            if answer == subject or len(answer) > 80:
+                continue
+            blanked = sentence[: m.start()] + "___" + sentence[m.end() :]
+            about = (
+                f"the passage about {_with_article(subject)}" if subject != "this passage" else "the passage"
+            )
+            tpl = _pick(
+                ('In {a}, what fills the blank in: "{b}"?', 'According to {a}, what completes: "{b}"?'),
+                sentence,
+                temperature,
+                seed,
+            )
+            question = tpl.format(a=about, b=blanked)
+            if (question, answer) not in seen:
+                seen.add((question, answer))
+                cloze.append({"question": question, "answer": answer})
+            break  # one cloze question per sentence
+    return (ruled + cloze)[: max(count, 0)]
+
+
+class OfflineTeacher:
+    """A deterministic rule-based teacher with the chat interface of the real one (see module doc)."""
+
+    model_name = "offline-teacher"
+
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        model: str = "offline-teacher",
+        temperature: float = 0.0,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+    ) -> dict:
+        """Answer one chat request: {"content", "finish_reason", "usage"} like an OpenAI-style server."""
+        prompt_tokens = sum(_words(str(m.get("content", ""))) for m in messages)
+        user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        text = str(user.get("content", "")) if user else ""
+        passage_m, count_m = PASSAGE_RE.search(text), COUNT_RE.search(text)
+        if passage_m and count_m:
+            pairs = generate_pairs(passage_m.group(1), int(count_m.group(1)), temperature, seed)
+        else:
+            pairs = []  # an unrecognised prompt gets the honest empty answer, never invented data
+        content = json.dumps({"pairs": pairs}, ensure_ascii=False)
+        finish_reason = "stop"
+        words = content.split(" ")
+        if max_tokens is not None and len(words) > max_tokens:
+            content = " ".join(words[:max_tokens])
+            finish_reason = "length"
+        return {
+            "content": content,
+            "finish_reason": finish_reason,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _words(content)},
+        }

@@ -1,0 +1,230 @@
+"""The offline teacher as an OpenAI-compatible HTTP server, with fault injection for tests.
+
+    python -m dagster_project.teacher.server --port 8765 [--rate-429 0.1 --rate-html 0.05 ...]
+
+Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on 127.0.0.1. Faults are drawn per request
+from one uniform number in consecutive bands (429, 500, hang, html, malformed, truncate), seeded by
+``seed``, the request body and how often that same body was seen before. So the draw does not depend
+on arrival order under concurrency, and a retry of the same body gets a fresh draw.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiohttp import web
+
+_FAULTS = ("429", "500", "hang", "html", "malformed", "truncate")
+_HTML_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    "<body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>\n"
+)
+
+
+@dataclass
+class Faults:
+    """Fault rates (0..1, summing to at most 1) and their settings."""
+
+    latency_ms: float = 0.0  # added to every request
+    rate_429: float = 0.0
+    retry_after_s: float = 0.05  # sent as Retry-After with each 429
+    rate_500: float = 0.0
+    rate_hang: float = 0.0  # sleeps hang_s before answering: a client timeout
+    hang_s: float = 5.0
+    rate_html: float = 0.0  # 200 with an HTML error page as the body
+    rate_malformed: float = 0.0  # 200 whose message content is broken JSON
+    rate_truncate: float = 0.0  # content cut in half, finish_reason "length"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        total = sum(getattr(self, f"rate_{f}") for f in _FAULTS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault rates sum to {total:.3f} > 1")
+
+
+class OfflineTeacherServer:
+    """An aiohttp app serving `teacher` (default: OfflineTeacher) with injected `faults`."""
+
+    def __init__(self, teacher: Any = None, faults: Faults | None = None, **fault_kwargs: Any):
+        if teacher is None:
+            from dagster_project.teacher.offline import OfflineTeacher
+
+            teacher = OfflineTeacher()
+        self.teacher = teacher
+        self.faults = faults or Faults(**fault_kwargs)
+        self.stats: Counter = Counter()  # "requests", "ok" and one count per injected fault
+        self._seen: Counter = Counter()
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self.chat_completions)
+        self.app.router.add_get("/v1/models", self.models)
+
+    def _draw(self, body: bytes) -> str | None:
+        digest = hashlib.sha256(body).hexdigest()
+        occurrence = self._seen[digest]
+        self._seen[digest] += 1
+        h = hashlib.sha256(f"{self.faults.seed}:{digest}:{occurrence}".encode()).digest()
+        u = int.from_bytes(h[:8], "big") / 2**64
+        edge = 0.0
+        for fault in _FAULTS:
+            edge += getattr(self.faults, f"rate_{fault}")
+            if u < edge:
+                return fault
+        return None
+
+    async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models."""
+        return web.json_response(
+            {"object": "list", "data": [{"id": "offline-teacher", "object": "model", "owned_by": "distill"}]}
+        )
+
+    async def chat_completions(self, request: web.Request) -> web.Response:
+        """POST /v1/chat/completions: the teacher's answer, or an injected fault."""
+        body = await request.read()
+        self.stats["requests"] += 1
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
+        try:
+            req = json.loads(body)
+            messages = req["messages"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "invalid request body: expected JSON with 'messages'")
+        fault = self._draw(body)
+        if fault:
+            self.stats[fault] += 1
+        if fault == "429":
+            headers = {"Retry-After": f"{self.faults.retry_after_s:g}"}
+            return _error(429, "rate limit exceeded (injected)", headers=headers, kind="rate_limit_exceeded")
+        if fault == "500":
+            return _error(500, "internal server error (injected)", kind="server_error")
+        if fault == "html":
+            return web.Response(status=200, text=_HTML_PAGE, content_type="text/html")
+        if fault == "hang":
+            await asyncio.sleep(self.faults.hang_s)
+        try:
+            answer = self.teacher.chat(
+                messages,
+                model=req.get("model", "offline-teacher"),
+                temperature=req.get("temperature", 0.0),
+                seed=req.get("seed"),
+                max_tokens=req.get("max_tokens") or req.get("max_completion_tokens"),
+            )
+        except ValueError as exc:
+            return _error(400, str(exc))
+        content, finish = answer["content"], answer["finish_reason"]
+        if fault == "malformed":
+            content = content.replace('"', "'", 2).rstrip("}") + ", ]"
+        elif fault == "truncate":
+            content, finish = content[: max(1, len(content) // 2)], "length"
+        else:
+            self.stats["ok"] += 1
+        usage = answer.get("usage") or {}
+        p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{self.stats['requests']}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": req.get("model", "offline-teacher"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": finish,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+            }
+        )
+
+
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, kind: str = "invalid_request_error"
+):
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class BaseURL(str):
+    """The server's base URL (``http://127.0.0.1:<port>/v1``), carrying the server for its `stats`."""
+
+    server: OfflineTeacherServer
+
+    @property
+    def stats(self) -> Counter:
+        """Requests served and faults injected so far."""
+        return self.server.stats
+
+
+@contextmanager
+def serve_in_thread(port: int = 0, teacher: Any = None, **faults: Any) -> Iterator[BaseURL]:
+    """Run the server in a background thread for the duration of the block; yields its base URL."""
+    server = OfflineTeacherServer(teacher, **faults)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        runner = web.AppRunner(server.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+            state["port"] = runner.addresses[0][1]
+        except BaseException as exc:
+            state["error"] = exc
+            raise
+        finally:
+            ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        except BaseException:
+            pass
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, name="offline-teacher-server", daemon=True)
+    thread.start()
+    ready.wait(10)
+    if "port" not in state:
+        raise RuntimeError(f"offline teacher server did not start: {state.get('error')!r}")
+    url = BaseURL(f"http://127.0.0.1:{state['port']}/v1")
+    url.server = server
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: serve the offline teacher on 127.0.0.1."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8765)
+    for name, default in asdict(Faults()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    args = parser.parse_args(argv)
+    faults = Faults(**{k: getattr(args, k) for k in asdict(Faults())})
+    server = OfflineTeacherServer(faults=faults)
+    print(f"offline teacher at http://127.0.0.1:{args.port}/v1 (faults: {faults})", flush=True)
+    web.run_app(server.app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

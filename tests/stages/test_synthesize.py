@@ -1,0 +1,106 @@
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from dagster_project.stages import common, synthesize
+from dagster_project.teacher.server import serve_in_thread
+
+REPO = Path(__file__).resolve().parents[2]
+PASSAGES = {
+    "p1": "Alice Smith founded Brightwater in 1921. The town lies on the Silver River.",
+    "p2": "The capital of Norland is Eastport. Eastport has 40,000 people.",
+}
+
+
+class HalfRightTeacher:
+    """One verbatim answer, one made-up answer, one duplicate question per passage."""
+
+    def chat(self, messages, *, model="offline-teacher", temperature=0.0, seed=None, max_tokens=None):
+        passage = messages[-1]["content"].split("<passage>\n", 1)[1].split("\n</passage>", 1)[0]
+        first = passage.split()[0]
+        pairs = [
+            {"question": "What is the first word of the passage?", "answer": first},
+            {"question": "What is the first word of the passage?", "answer": first},
+            {"question": "What is the colour of the sky?", "answer": "blue"},
+        ]
+        return {"content": json.dumps({"pairs": pairs}), "finish_reason": "stop", "usage": {}}
+
+
+@pytest.fixture
+def recipe(tmp_path, monkeypatch):
+    """A params.yaml and a corpus in tmp_path; the teacher cache in tmp_path too."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name in ("queries.txt", "gold.jsonl", "passages.jsonl"):
+        (tmp_path / name).write_text("x\n")
+    params["retrieve"]["queries"] = str(tmp_path / "queries.txt")
+    params["retrieve"]["sources"][0]["path"] = str(tmp_path / "passages.jsonl")
+    params["evaluate"]["gold_test"] = str(tmp_path / "gold.jsonl")
+    params["synthesize"]["prompt"] = str(REPO / "prompts" / "grounded_qa.yaml")
+    params["synthesize"]["questions_per_passage"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [("p1", "q a", 0), ("p2", "q a", 1), ("p1", "q b", 0)]  # p1 retrieved by two queries
+    pl.DataFrame(
+        {
+            "passage_id": [r[0] for r in rows],
+            "query": [r[1] for r in rows],
+            "rank": [r[2] for r in rows],
+            "score": [1.0, 0.5, 0.9],
+            "text": [PASSAGES[r[0]] for r in rows],
+        }
+    ).write_parquet(corpus / "grounding.parquet")
+    monkeypatch.setenv("DISTILL_TEACHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILL_TEACHER_CACHE_MODE", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("DISTILL_TEACHER_BASE_URL", raising=False)
+    return tmp_path
+
+
+def run(recipe: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    out = recipe / "synthesized"
+    synthesize.main(
+        ["--params", str(recipe / "params.yaml"), "--corpus", str(recipe / "corpus"), "--out", str(out)]
+    )
+    stats = json.loads((out / "stats.json").read_text())
+    return pl.read_parquet(out / "examples.parquet"), pl.read_parquet(out / "rejects.parquet"), stats
+
+
+def test_reads_exactly_its_params_section(recipe, monkeypatch):
+    monkeypatch.setattr(common, "LOADED", [])
+    run(recipe)
+    section = yaml.safe_load((recipe / "params.yaml").read_text())["synthesize"]
+    assert common.LOADED[-1].accessed == {f"synthesize.{k}" for k in section}
+
+
+def test_examples_rejects_and_stats_over_http(recipe, monkeypatch):
+    with serve_in_thread(teacher=HalfRightTeacher()) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        examples, rejects, stats = run(recipe)
+        assert url.stats["requests"] == 2  # one request per distinct passage
+    assert examples["passage_id"].to_list() == ["p1", "p2"]
+    assert examples["answer"].to_list() == ["Alice", "The"]
+    assert examples["context"].to_list() == [PASSAGES["p1"], PASSAGES["p2"]]
+    assert examples["id"].n_unique() == 2 and set(examples["teacher_model"]) == {"offline-teacher"}
+    assert sorted(rejects["reason"].to_list()) == ["answer_not_in_passage"] * 2 + ["duplicate_question"] * 2
+    assert set(rejects["request_id"]) == set(examples["request_id"])
+    assert stats["n_requests"] == 2 and stats["n_examples"] == 2 and stats["n_rejects"] == 4
+    assert stats["calls"] == 2 and stats["backend"] == "openai-compatible"
+
+    # Unchanged inputs: the rebuild is free and identical.
+    examples2, _, stats2 = run(recipe)
+    assert stats2["calls"] == 0 and stats2["cache_hits"] == 2
+    assert examples2.equals(examples)
+
+
+def test_offline_teacher_in_process(recipe):
+    pytest.importorskip("dagster_project.teacher.offline")
+    examples, rejects, stats = run(recipe)
+    assert stats["backend"] == "offline" and stats["n_requests"] == 2
+    assert examples.height > 0
+    for row in examples.iter_rows(named=True):
+        assert row["answer"] in row["context"]
+    assert rejects.columns == ["request_id", "passage_id", "attempt", "reason", "raw"]

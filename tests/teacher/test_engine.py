@@ -1,0 +1,161 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dagster_project.teacher.cache import CacheMissError, ResponseCache
+from dagster_project.teacher.engine import TeacherConfigError, TeacherEngine, TeacherRequest
+from dagster_project.teacher.prompts import load_prompt
+from dagster_project.teacher.server import serve_in_thread
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPT = load_prompt(REPO / "prompts" / "grounded_qa.yaml")
+FAST = {"backoff_base_s": 0.01, "timeout_s": 1.0, "progress": False}
+
+
+def requests(n: int, model: str = "teacher-model") -> list[TeacherRequest]:
+    return [
+        TeacherRequest.from_prompt(
+            PROMPT,
+            model=model,
+            seed=0,
+            passage=f"Alice moved to Paris in {1900 + i}.",
+            count=2,
+            meta={"i": i},
+        )
+        for i in range(n)
+    ]
+
+
+def engine(url: str, cache_dir: Path, **kwargs) -> TeacherEngine:
+    options = {**FAST, **kwargs}
+    return TeacherEngine(cache=ResponseCache(cache_dir), env={"DISTILL_TEACHER_BASE_URL": url}, **options)
+
+
+def test_clean_run_then_cache_makes_zero_calls(tmp_path, fake_teacher):
+    reqs = requests(20)
+    with serve_in_thread(teacher=fake_teacher) as url:
+        first = engine(url, tmp_path)
+        results = first.run(reqs)
+        assert all(r.ok for r in results) and [r.meta["i"] for r in results] == list(range(20))
+        assert first.counters.calls == 20 and first.counters.tokens_out == 20 * 14
+        second = engine(url, tmp_path)
+        again = second.run(reqs)
+        assert second.counters.calls == 0 and second.counters.cache_hits == 20
+        assert [r.value for r in again] == [r.value for r in results]
+        assert url.stats["requests"] == 20
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [("rate_html", "html_body"), ("rate_malformed", "malformed_json"), ("rate_truncate", "truncated")],
+)
+def test_bad_answers_are_retried_and_explained(tmp_path, fake_teacher, fault, reason):
+    reqs = requests(30)
+    with serve_in_thread(teacher=fake_teacher, **{fault: 0.4}) as url:
+        eng = engine(url, tmp_path, max_attempts=2)
+        results = eng.run(reqs)
+        injected = url.stats[fault.removeprefix("rate_")]
+    assert len(results) == 30  # nothing dropped
+    rejects = [rej for r in results for rej in r.rejects]
+    assert injected > 0 and len(rejects) == injected
+    assert {rej.reason for rej in rejects} == {reason}
+    assert eng.counters.rejects == {reason: injected}
+    failed = [r for r in results if not r.ok]
+    assert all(r.reason == reason and len(r.rejects) == 2 for r in failed)
+    assert sum(r.ok for r in results) == 30 - len(failed)
+    assert eng.counters.calls == 30 + sum(len(r.rejects) for r in results if r.ok) + len(failed)
+
+
+@pytest.mark.parametrize("fault", ["rate_429", "rate_500", "rate_hang"])
+def test_transient_errors_are_retried(tmp_path, fake_teacher, fault):
+    extra = {"hang_s": 1.0} if fault == "rate_hang" else {}
+    with serve_in_thread(teacher=fake_teacher, **{fault: 0.3}, **extra) as url:
+        eng = engine(url, tmp_path, timeout_s=0.3)
+        results = eng.run(requests(20))
+        injected = url.stats[fault.removeprefix("rate_")]
+    assert all(r.ok for r in results)
+    assert injected > 0 and eng.counters.retries == injected
+    assert eng.counters.calls == 20 + injected
+
+
+def test_retry_after_is_honoured(tmp_path, fake_teacher):
+    with serve_in_thread(teacher=fake_teacher, rate_429=0.5, retry_after_s=0.3) as url:
+        eng = engine(url, tmp_path, concurrency=1)
+        start = time.perf_counter()
+        eng.run(requests(4))
+        n429 = url.stats["429"]
+    assert n429 > 0 and time.perf_counter() - start >= 0.3 * n429
+
+
+def test_exhausted_retries_become_rejects(tmp_path, fake_teacher):
+    with serve_in_thread(teacher=fake_teacher, rate_500=1.0) as url:
+        eng = engine(url, tmp_path, max_retries=2, max_attempts=2)
+        results = eng.run(requests(3))
+    assert not any(r.ok for r in results)
+    assert all(r.reason.startswith("unavailable: http 500") for r in results)
+    assert eng.counters.calls == 3 * 2 * 3 and eng.counters.rejects == {"unavailable": 6}
+    assert len(ResponseCache(tmp_path)) == 0  # failures are not cached: the next run tries again
+
+
+def test_replay_mode_miss_is_a_clear_error(tmp_path, fake_teacher):
+    with serve_in_thread(teacher=fake_teacher) as url:
+        engine(url, tmp_path).run(requests(2))
+        replay = TeacherEngine(
+            cache=ResponseCache(tmp_path, "replay"), env={"DISTILL_TEACHER_BASE_URL": url}, **FAST
+        )
+        assert all(r.ok for r in replay.run(requests(2)))
+        with pytest.raises(CacheMissError, match="replay mode.*teacher-model"):
+            replay.run(requests(3))
+
+
+def test_offline_in_process_uses_same_path(tmp_path, fake_teacher):
+    eng = TeacherEngine(cache=ResponseCache(tmp_path), env={}, teacher=fake_teacher, **FAST)
+    results = eng.run(requests(3, model="offline-teacher"))
+    assert all(r.ok for r in results) and eng.counters.calls == 3 and eng.backend_kind == "offline"
+
+
+def test_real_offline_teacher(tmp_path):
+    pytest.importorskip("dagster_project.teacher.offline")
+    eng = TeacherEngine(cache=ResponseCache(tmp_path), env={}, **FAST)
+    [result] = eng.run(requests(1, model="offline-teacher"))
+    assert result.ok, result.reason
+
+
+def test_other_model_without_endpoint_says_what_to_set(tmp_path):
+    eng = TeacherEngine(cache=ResponseCache(tmp_path), env={}, **FAST)
+    with pytest.raises(TeacherConfigError, match="DISTILL_TEACHER_BASE_URL"):
+        eng.run(requests(1, model="gpt-x"))
+
+
+def test_kill_minus_9_loses_only_in_flight(tmp_path, fake_teacher):
+    """A run killed mid-way keeps every finished response: the rerun hits them all."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[3])
+        from test_engine import engine, requests
+        engine(sys.argv[1], sys.argv[2], concurrency=4).run(requests(200))
+        """
+    )
+    with serve_in_thread(teacher=fake_teacher, latency_ms=20) as url:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, url, str(tmp_path), str(Path(__file__).parent)], env=env
+        )
+        deadline = time.monotonic() + 20
+        while url.stats["requests"] < 30 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = len(ResponseCache(tmp_path))
+        assert 0 < finished < 200
+        rerun = engine(url, tmp_path)
+        results = rerun.run(requests(200))
+    assert all(r.ok for r in results)
+    assert rerun.counters.cache_hits == finished and rerun.counters.calls == 200 - finished
