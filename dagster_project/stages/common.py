@@ -5,6 +5,7 @@ mapping records which keys the stage read, so a test can check that the two agre
 """
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -45,6 +46,9 @@ class TrackedParams(Mapping[str, Any]):
 
 # Every TrackedParams handed out in this process, so tests can see what stages read.
 LOADED: list[TrackedParams] = []
+# When set, each stage appends the param keys it read to this file at exit (tests compare them
+# with the params the stage declares in dvc.yaml).
+PARAMS_ACCESS_LOG_ENV = "DISTILL_PARAMS_ACCESS_LOG"
 
 
 def load_stage_params(params_path: str | Path, section: str) -> TrackedParams:
@@ -56,7 +60,16 @@ def load_stage_params(params_path: str | Path, section: str) -> TrackedParams:
         raise SystemExit(2) from None
     tracked = TrackedParams(raw[section], section)
     LOADED.append(tracked)
+    log_path = os.environ.get(PARAMS_ACCESS_LOG_ENV)
+    if log_path:
+        atexit.register(_log_access, Path(log_path), section, tracked)
     return tracked
+
+
+def _log_access(log_path: Path, section: str, tracked: TrackedParams) -> None:
+    line = json.dumps({"argv": sys.argv, "section": section, "accessed": sorted(tracked.accessed)})
+    with open(log_path, "a") as f:
+        f.write(line + "\n")
 
 
 @contextmanager

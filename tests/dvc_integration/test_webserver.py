@@ -155,7 +155,10 @@ def screenshot_asset_graph(port: int) -> None:
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+        message = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     ARTIFACTS.mkdir(exist_ok=True)
     args = [
         "--headless",
