@@ -69,6 +69,8 @@ class TrainParams(_Section):
     batch_size: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
     warmup_ratio: float = Field(ge=0, lt=1)
+    prompt_loss_weight: float = Field(ge=0)
+    answer_swap_prob: float = Field(ge=0, le=1)
     seed: int
 
 

@@ -1,0 +1,192 @@
+"""The train and evaluate stages on a tiny grounded-QA dataset: a loadable checkpoint, the report files,
+and each stage reading exactly its own params section."""
+
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dagster_project.stages import common, evaluate, train
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+TINY_TRAIN = {
+    "base_model": None,
+    "vocab_size": 300,
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 16,
+    "max_length": 96,
+    "epochs": 2,
+    "batch_size": 4,
+    "learning_rate": 0.005,
+    "warmup_ratio": 0.1,
+    "prompt_loss_weight": 0.1,
+    "answer_swap_prob": 0.5,
+    "seed": 0,
+}
+TINY_EVALUATE = {"gold_test": "data/gold_test.jsonl", "max_new_tokens": 4, "batch_size": 8}
+
+
+def _rows(n: int, seed: int) -> list[dict[str, str]]:
+    """Fictional towns with a founding year and a river; questions whose answers are context spans."""
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mir", "zor", "vath", "tel", "ran", "bel", "dor", "fen"]
+    rows = []
+    for i in range(n):
+        town = "".join(rng.choice(syllables) for _ in range(2)).capitalize()
+        river = "".join(rng.choice(syllables) for _ in range(2)).capitalize() + " River"
+        year = str(rng.randint(900, 1900))
+        context = f"{town} is a town on the {river}. It was founded in {year}."
+        question, answer, category = rng.choice(
+            [(f"When was {town} founded?", year, "year"), (f"Which river flows past {town}?", river, "river")]
+        )
+        rows.append(
+            {"id": f"r{seed}-{i}", "passage_id": f"p{i}", "context": context, "question": question}
+            | {"answer": answer, "category": category}
+        )
+    return rows
+
+
+@pytest.fixture
+def recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A recipe folder with a valid params.yaml (tiny train/evaluate sections) and tiny data; cwd = it."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["train"] = dict(TINY_TRAIN)
+    params["evaluate"] = dict(TINY_EVALUATE)
+    # Files params.yaml must name for validation to pass (their content is irrelevant here).
+    params["synthesize"]["prompt"] = "prompt.yaml"
+    params["retrieve"]["queries"] = "queries.txt"
+    params["retrieve"]["sources"] = [{"path": "passages.jsonl", "format": "jsonl", "text_field": "text"}]
+    for name in ("prompt.yaml", "queries.txt", "passages.jsonl"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    data = tmp_path / "assets" / "deduped"
+    data.mkdir(parents=True)
+    pl.DataFrame(_rows(24, seed=1)).drop("category").write_parquet(data / "train.parquet")
+    pl.DataFrame(_rows(4, seed=2)).drop("category").write_parquet(data / "val.parquet")
+    (tmp_path / "data").mkdir()
+    gold = [{k: r[k] for k in ("id", "context", "question", "answer", "category")} for r in _rows(6, seed=3)]
+    (tmp_path / "data" / "gold_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gold))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run_stage(module, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Run a stage's main() in-process; return the param keys it read."""
+    monkeypatch.setattr(sys, "argv", ["stage", *argv])
+    before = len(common.LOADED)
+    module.main()
+    return set().union(*(t.accessed for t in common.LOADED[before:]))
+
+
+def test_train_then_evaluate(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    accessed = _run_stage(
+        train, ["--params", "params.yaml", "--data", "assets/deduped", "--out", "assets/student"], monkeypatch
+    )
+    assert accessed == {f"train.{k}" for k in TINY_TRAIN}
+
+    student = recipe / "assets" / "student"
+    log = json.loads((student / "train_log.json").read_text())
+    assert log["n_train"] == 24 and log["n_val"] == 4 and log["n_params"] > 0
+    assert log["loss_history"] and log["val_loss"] is not None and log["tokens_per_second"] > 0
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    model = AutoModelForCausalLM.from_pretrained(student)
+    assert tokenizer.eos_token is not None and tokenizer.pad_token is not None
+    assert model.config.n_layer == 1 and model.config.n_embd == 16
+    assert not list(recipe.joinpath("assets").glob(".student.tmp-*"))  # the atomic temp folder is gone
+
+    out = recipe / "assets" / "eval_report"
+    accessed = _run_stage(
+        evaluate,
+        [
+            "--params",
+            "params.yaml",
+            "--student",
+            "assets/student",
+            "--data",
+            "assets/deduped",
+            "--out",
+            str(out),
+        ],
+        monkeypatch,
+    )
+    assert accessed == {f"evaluate.{k}" for k in TINY_EVALUATE}
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 6
+    for system in ("student", "baseline"):
+        assert set(metrics[system]) == {"exact_match", "token_f1"}
+        assert all(0.0 <= v <= 1.0 for v in metrics[system].values())
+    assert set(metrics["per_category"]) <= {"year", "river"}
+    assert sum(c["n"] for c in metrics["per_category"].values()) == 6
+
+    predictions = pl.read_parquet(out / "predictions.parquet")
+    assert predictions.columns == [
+        "id", "question", "answer", "prediction", "baseline_prediction", "em", "f1", "category",
+    ]  # fmt: skip
+    assert predictions.height == 6
+    # The baseline is the most frequent training answer, the same for every question.
+    train_answers = pl.read_parquet(recipe / "assets/deduped/train.parquet")["answer"].to_list()
+    assert predictions["baseline_prediction"].unique().to_list() == [
+        evaluate.most_frequent_answer(train_answers)
+    ]
+
+    report = (out / "report.md").read_text()
+    for heading in ("## Headline", "## Per category", "## 10 best", "## 10 worst"):
+        assert heading in report
+    shutil.rmtree(recipe / "assets" / "student")
+
+
+def test_training_is_deterministic(recipe: Path) -> None:
+    rows = pl.read_parquet(recipe / "assets/deduped/train.parquet").to_dicts()
+    params = dict(TINY_TRAIN, epochs=1)
+    first = train.train_student(rows, [], params, recipe / "a")
+    second = train.train_student(rows, [], params, recipe / "b")
+    assert first["train_loss"] == second["train_loss"]
+    assert (recipe / "a/model.safetensors").read_bytes() == (recipe / "b/model.safetensors").read_bytes()
+
+
+def test_loss_is_on_the_completion_only() -> None:
+    tokenizer = train.train_tokenizer(["Context: a b c\nQuestion: q?\nAnswer: b"] * 4, vocab_size=300)
+    row = {"context": "a b c", "question": "q?", "answer": "b"}
+    ex = train.encode_example(tokenizer, row, max_length=64)
+    supervised = [
+        t for t, label in zip(ex["input_ids"], ex["labels"], strict=True) if label != train.IGNORE_INDEX
+    ]
+    assert tokenizer.decode(supervised) == " b" + tokenizer.eos_token
+    assert ex["input_ids"][-1] == tokenizer.eos_token_id
+
+    short = train.encode_example(tokenizer, row, max_length=12)  # the prompt is cut from the left
+    assert len(short["input_ids"]) == 12 and short["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_most_frequent_answer() -> None:
+    assert evaluate.most_frequent_answer(["b", "a", "a ", "b", "a"]) == "a"
+    assert evaluate.most_frequent_answer([]) == ""
+
+
+def test_answer_swap_replaces_every_whole_word_occurrence() -> None:
+    assert train.answer_shape("Fenselbri Tostoseld") == "A A"
+    assert train.answer_shape("3,126,371") == "0,0,0"
+    assert train.answer_shape("the flute") == "a a"
+    row = {
+        "context": "Imgabel is the capital. Imgabelo is not. Imgabel.",
+        "question": "Capital?",
+        "answer": "Imgabel",
+    }
+    swapped = train.swap_answer(row, "Delbri")
+    assert swapped == {
+        **row,
+        "context": "Delbri is the capital. Imgabelo is not. Delbri.",
+        "answer": "Delbri",
+    }
+    assert train.swap_answer(row, "Imgabel") is None  # same answer: nothing to swap
+    assert train.swap_answer({**row, "question": "Is Imgabel the capital?"}, "Delbri") is None
