@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, run
+from helpers import REPO_ROOT, run
 
 from dagster_project.params_schema import ParamsError, validate_params
 

@@ -2,7 +2,7 @@
 (DESIGN.md "Known traps": antlr 4.9 vs 4.13)."""
 
 import dagster as dg
-from conftest import dvc, executed
+from helpers import dvc, executed
 
 
 def test_hydra_overrides_and_dagster_selection_parse_in_one_interpreter():

@@ -1,6 +1,6 @@
 """DVC decides what is stale: a param edit reruns exactly the stages downstream of it, once."""
 
-from conftest import dvc, executed, set_param
+from helpers import dvc, executed, set_param
 
 
 def test_param_change_reruns_exactly_downstream_and_second_repro_is_noop(fixture_repo):

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 import pytest
-from conftest import dvc, executed, set_param
+from helpers import dvc, executed, set_param
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ARTIFACTS, REPO_ROOT, _env
+from helpers import ARTIFACTS, REPO_ROOT, _env
 
 pytestmark = pytest.mark.slow
 

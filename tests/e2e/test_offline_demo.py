@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, dvc, run
+from helpers import REPO_ROOT, dvc, run
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 STAGES = list(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"])
 

@@ -1,0 +1,156 @@
+"""Shared fixtures: small git+DVC repos in tmp_path that look like a recipe, and a dvc runner."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.setdefault("GIT_AUTHOR_NAME", "test")
+    env.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+    env.setdefault("GIT_COMMITTER_NAME", "test")
+    env.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's bin dir first on PATH; fail with its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, check=check)
+
+
+# A recipe-shaped pipeline whose stages are cheap: each reads its inputs and its params section,
+# writes its output folder, and appends its name to runs.log so tests count what really executed.
+STEPS_PY = """
+import json, pathlib, sys, yaml
+
+stage = sys.argv[1]
+params = yaml.safe_load(open("params.yaml"))[stage]
+with open("runs.log", "a") as log:
+    log.write(stage + "\\n")
+
+def read(path):
+    p = pathlib.Path(path)
+    if not p.is_dir():
+        return p.read_text()
+    return "".join(f.read_text() for f in sorted(p.rglob("*")) if f.is_file())
+
+def write(path, text):
+    p = pathlib.Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+if stage == "retrieve":
+    write("assets/corpus/chunks.txt", read("data/source.txt") * params["repeat"])
+elif stage == "synthesize":
+    write("assets/synthesized/examples.txt", read("assets/corpus").upper() + params["suffix"])
+elif stage == "dedup":
+    # `comment` is a declared param that does not change the output bytes.
+    lines = sorted(set(read("assets/synthesized").splitlines()))
+    write("assets/deduped/train.txt", "\\n".join(lines[: params["keep"]]))
+elif stage == "train":
+    write("assets/student/model.txt", f"lr={params['lr']}\\n" + read("assets/deduped"))
+elif stage == "evaluate":
+    text = read("assets/student")
+    write("assets/eval_report/report.md", "# report\\n" + text[:40])
+    write("assets/eval_report/metrics.json", json.dumps({"chars": len(text), "k": params["k"]}))
+"""
+
+DVC_YAML = """
+stages:
+  retrieve:
+    cmd: python steps.py retrieve
+    deps: [steps.py, data/source.txt]
+    params: [retrieve]
+    outs: [assets/corpus]
+    meta:
+      dagster:
+        group: data
+        description: Passages.
+  synthesize:
+    cmd: python steps.py synthesize
+    deps: [steps.py, assets/corpus]
+    params: [synthesize]
+    outs: [assets/synthesized]
+    meta: {dagster: {group: data}}
+  dedup:
+    cmd: python steps.py dedup
+    deps: [steps.py, assets/synthesized]
+    params: [dedup]
+    outs: [assets/deduped]
+    meta: {dagster: {group: data}}
+  train:
+    cmd: python steps.py train
+    deps: [steps.py, assets/deduped]
+    params: [train]
+    outs: [assets/student]
+    meta: {dagster: {group: model}}
+  evaluate:
+    cmd: python steps.py evaluate
+    deps: [steps.py, assets/student, assets/deduped]
+    params: [evaluate]
+    outs: [assets/eval_report/report.md]
+    metrics: [assets/eval_report/metrics.json]
+    meta: {dagster: {group: model}}
+"""
+
+PARAMS_YAML = """
+retrieve: {repeat: 2}
+synthesize: {suffix: "!"}
+dedup: {keep: 3, comment: first}
+train: {lr: 0.1}
+evaluate: {k: 5}
+"""
+
+
+@pytest.fixture
+def fixture_repo(tmp_path: Path) -> Path:
+    """A committed git+DVC repo with the five-stage recipe shape and cheap stages."""
+    root = tmp_path / "recipe"
+    (root / "data").mkdir(parents=True)
+    (root / "steps.py").write_text(STEPS_PY)
+    (root / "dvc.yaml").write_text(textwrap.dedent(DVC_YAML))
+    (root / "params.yaml").write_text(textwrap.dedent(PARAMS_YAML))
+    (root / "data" / "source.txt").write_text("alpha beta\ngamma delta\nepsilon\n")
+    (root / ".gitignore").write_text("runs.log\n")
+    run(["git", "init", "-q"], cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "-qm", "recipe"], cwd=root)
+    return root
+
+
+def executed(root: Path) -> list[str]:
+    """The stages that actually executed since the last call (read from and then clear runs.log)."""
+    log = root / "runs.log"
+    names = log.read_text().split() if log.exists() else []
+    log.write_text("")
+    return names
+
+
+def set_param(root: Path, section: str, key: str, value) -> None:
+    import yaml
+
+    path = root / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    data[section][key] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
