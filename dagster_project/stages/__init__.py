@@ -1,1 +1,1 @@
-"""One Dagster-free module per pipeline stage; each is runnable as `python -m dagster_project.stages.<name>`."""
+"""One Dagster-free module per pipeline stage, each runnable as `python -m dagster_project.stages.X`."""

@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 import pytest
-from helpers import dvc, executed, set_param
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
+from helpers import dvc, executed, set_param
 
 from dagster_project.dvc_integration import DvcCliResource, build_dvc_assets, build_dvc_lock_sensor
 from dagster_project.dvc_integration.project import load_stages
