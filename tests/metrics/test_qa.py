@@ -3,6 +3,13 @@
 import pytest
 
 from dagster_project.metrics import aggregate, exact_match, normalize_answer, score_pairs, token_f1
+from dagster_project.metrics.qa import (
+    aggregate_conversations,
+    exact_match_multi,
+    max_over_references,
+    multi_turn_f1,
+    token_f1_multi,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +70,61 @@ def test_score_pairs_and_aggregate() -> None:
 def test_score_pairs_rejects_misaligned_inputs() -> None:
     with pytest.raises(ValueError):
         score_pairs(["a"], ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference"),
+    [
+        ("The Eiffel Tower", "Eiffel Tower"),  # article
+        ("an Eiffel tower", "the eiffel TOWER"),  # articles and case
+        ("Eiffel Tower.", "Eiffel, Tower!"),  # punctuation
+        ("  Eiffel\tTower \n", "Eiffel Tower"),  # whitespace
+    ],
+)
+def test_token_f1_ignores_squad_normalization_differences(prediction: str, reference: str) -> None:
+    assert token_f1(prediction, reference) == 1.0
+    assert exact_match(prediction, reference) == 1.0
+
+
+def test_max_over_references_takes_the_best_gold() -> None:
+    # vs "King Ashan": {king} against {king, ashan} -> P = 1, R = 1/2, F1 = 2/3; vs "the king": 1.0
+    assert token_f1_multi("the king", ["King Ashan", "the king"]) == 1.0
+    assert token_f1_multi("king", ["King Ashan", "Narmor"]) == pytest.approx(2 / 3)
+    assert exact_match_multi("king", ["King Ashan", "Narmor"]) == 0.0
+    assert max_over_references("Kordel", "kordel") == 1.0  # a single string is one reference
+    with pytest.raises(ValueError):
+        max_over_references("Kordel", [])
+
+
+def test_multi_turn_f1_hand_computed() -> None:
+    score = multi_turn_f1(
+        ["Kordel", "the king", "1379"],
+        ["Kordel River", ["King Ashan", "the king"], "1380"],
+    )
+    # turn 1: {kordel} vs {kordel, river}: P = 1, R = 1/2, F1 = 2/3; turn 2: max(2/3, 1) = 1; turn 3: 0
+    assert score.per_turn_f1 == [pytest.approx(2 / 3), 1.0, 0.0]
+    assert score.per_turn_em == [0.0, 1.0, 0.0]
+    assert score.mean_f1 == pytest.approx(5 / 9)
+    assert score.mean_em == pytest.approx(1 / 3)
+    assert score.n_turns == 3
+    assert score.to_dict()["mean_f1"] == pytest.approx(5 / 9)
+
+
+def test_multi_turn_f1_rejects_misaligned_turns_and_handles_empty() -> None:
+    with pytest.raises(ValueError):
+        multi_turn_f1(["a"], ["a", "b"])
+    empty = multi_turn_f1([], [])
+    assert (empty.mean_f1, empty.n_turns) == (0.0, 0)
+
+
+def test_aggregate_conversations_weights_every_turn_once() -> None:
+    a = multi_turn_f1(["x", "y"], ["x", "z"])  # F1 1, 0
+    b = multi_turn_f1(["x"], ["x"])  # F1 1
+    agg = aggregate_conversations([a, b])
+    assert agg == {
+        "token_f1": pytest.approx(2 / 3),
+        "exact_match": pytest.approx(2 / 3),
+        "n_turns": 3.0,
+        "n_conversations": 2.0,
+    }
+    assert aggregate_conversations([])["token_f1"] == 0.0
