@@ -35,6 +35,21 @@ import numpy as np
 
 from dagster_project.metrics.classification import ConfusionMatrix, confusion_matrix
 
+__all__ = [
+    "BootstrapCI",
+    "JudgeAgreement",
+    "SwapConsistency",
+    "TieBreak",
+    "bootstrap_ci",
+    "cohen_kappa",
+    "fleiss_kappa",
+    "judge_vs_majority",
+    "majority_vote",
+    "ratings_to_counts",
+    "success_rate",
+    "swap_consistency",
+]
+
 T = TypeVar("T")
 TieBreak = Literal["first_label", "drop"]
 

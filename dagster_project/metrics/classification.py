@@ -22,6 +22,21 @@ from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+__all__ = [
+    "ClassScores",
+    "ClassificationReport",
+    "ConfusionMatrix",
+    "INVALID",
+    "accuracy",
+    "classification_report",
+    "confusion_matrix",
+    "macro_f1",
+    "map_predictions",
+    "map_to_label",
+    "normalize_label_text",
+    "per_class_scores",
+]
+
 INVALID = "<invalid>"
 
 _NON_WORD = re.compile(r"[^\w]+")

@@ -43,6 +43,42 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+__all__ = [
+    "BLEU_EPSILON",
+    "BUNDLED_MODEL_NAME",
+    "BUNDLED_MODEL_PACKAGE",
+    "Backend",
+    "Embedder",
+    "EntityEntropy",
+    "LabelwiseSimilarity",
+    "MauveResult",
+    "SMOOTHING",
+    "SelfBleuResult",
+    "SentenceTransformerEmbedder",
+    "SimilarityResult",
+    "TfidfEmbedder",
+    "Tokenizer",
+    "bundled_model_path",
+    "distinct_n",
+    "divergence_frontier_area",
+    "entity_entropy",
+    "entity_entropy_by_label",
+    "entity_entropy_of_texts",
+    "extract_capitalised_spans",
+    "kmeans",
+    "labelwise_cosine",
+    "mauve",
+    "mauve_from_features",
+    "mean_pairwise_cosine",
+    "mean_pairwise_cosine_of",
+    "resolve_embedder",
+    "self_bleu",
+    "sentence_bleu",
+    "sentence_transformers_available",
+    "shannon_entropy_bits",
+    "tokenize",
+]
+
 log = logging.getLogger(__name__)
 
 Tokenizer = Callable[[str], list[str]]

@@ -7,7 +7,8 @@ a/an/the removed, whitespace collapsed. Token F1 is the harmonic mean of token p
 Several gold answers: the score is the maximum over them (SQuAD's `metric_max_over_ground_truths`).
 Multi-turn (CoQA/QuAC-style, used for CoDi conversations): each turn is scored on its own against its
 gold answer(s); a conversation reports per-turn F1/EM and their mean, and `aggregate_conversations`
-averages over all turns of all conversations.
+averages over all turns of all conversations. (CoQA's official script additionally averages over
+leave-one-out subsets of its four human answers; with synthetic gold answers we take the plain maximum.)
 """
 
 import re
@@ -16,6 +17,20 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+__all__ = [
+    "MultiTurnScore",
+    "aggregate",
+    "aggregate_conversations",
+    "exact_match",
+    "exact_match_multi",
+    "max_over_references",
+    "multi_turn_f1",
+    "normalize_answer",
+    "score_pairs",
+    "token_f1",
+    "token_f1_multi",
+]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
