@@ -50,7 +50,12 @@ RULES: list[Rule] = [
             rf"\bIts capital is (?P<a>{NAME})",
             rf"^(?P<a>{NAME}) serves as the capital of (?P<s>{NAME})",
         ],
-        ["What is the capital of {s}?", "Which city is the capital of {s}?"],
+        [
+            "What is the capital of {s}?",
+            "Which city is the capital of {s}?",
+            "Tell me the capital of {s}.",
+            "{s} has which city as its capital?",
+        ],
     ),
     *_rule(
         "ruler",
@@ -59,7 +64,12 @@ RULES: list[Rule] = [
             rf"ruler of (?P<s>{NAME}) is (?P<a>{NAME})",
             rf"^(?P<a>{NAME}) sits on the throne of (?P<s>{NAME})",
         ],
-        ["Who rules {s}?", "Who sits on the throne of {s}?"],
+        [
+            "Who rules {s}?",
+            "Who sits on the throne of {s}?",
+            "Name the ruler of {s}.",
+            "{s} is ruled by whom?",
+        ],
     ),
     *_rule(
         "population",
@@ -68,12 +78,22 @@ RULES: list[Rule] = [
             rf"population is estimated at (?P<a>{NUM})",
             rf"^About (?P<a>{NUM}) people live in (?P<s>{NAME})",
         ],
-        ["What is the population of {s}?", "About how many people live in {s}?"],
+        [
+            "What is the population of {s}?",
+            "About how many people live in {s}?",
+            "State the population of {s}.",
+            "{s} has how many inhabitants?",
+        ],
     ),
     *_rule(
         "founder",
         [rf"\bfounded by (?P<a>{NAME})", rf"^(?P<a>{NAME}) founded the (?P<s>{NAME})"],
-        ["Who founded {s}?", "Who was the founder of {s}?"],
+        [
+            "Who founded {s}?",
+            "Who was the founder of {s}?",
+            "Name the founder of {s}.",
+            "{s} was started by whom?",
+        ],
     ),
     *_rule(
         "founded_year",
@@ -83,52 +103,92 @@ RULES: list[Rule] = [
             rf"\bdates from (?P<a>{YEAR})\b",
             rf"charter was signed in (?P<a>{YEAR})\b",
         ],
-        ["When was {s} founded?", "In what year was {s} founded?"],
+        [
+            "When was {s} founded?",
+            "In what year was {s} founded?",
+            "State the year in which {s} was founded.",
+            "{s} was founded in which year?",
+        ],
     ),
     *_rule(
         "kingdom",
         [rf"kingdom of (?P<a>{NAME})"],
-        ["In which kingdom is {s}?", "Which kingdom does {s} belong to?"],
+        [
+            "In which kingdom is {s}?",
+            "Which kingdom does {s} belong to?",
+            "Name the kingdom in which {s} lies.",
+            "{s} lies in which kingdom?",
+        ],
     ),
     *_rule(
         "river",
         [rf"\b(?:lies on|banks of) the (?P<a>{NAME}) river", rf"^The (?P<a>{NAME}) river flows through"],
-        ["On which river does {s} stand?", "Which river flows through {s}?"],
+        [
+            "On which river does {s} stand?",
+            "Which river flows through {s}?",
+            "Name the river that flows through {s}.",
+            "{s} stands on which river?",
+        ],
     ),
     *_rule(
         "known_for",
         [rf"\b(?:famous|known) for its (?P<a>{PHRASE})\.?$", rf"\bto (?P<s>{NAME}) for its (?P<a>{PHRASE})"],
-        ["What is {s} famous for?", "What is {s} known for?"],
+        [
+            "What is {s} famous for?",
+            "What is {s} known for?",
+            "Name what {s} is famous for.",
+            "{s} is known for what?",
+        ],
     ),
     *_rule(
         "mouth",
         [rf"\b(?:empties|flows) into the (?P<a>{NAME})"],
-        ["Into which sea does {s} flow?", "Where does {s} end?"],
+        [
+            "Into which sea does {s} flow?",
+            "Where does {s} end?",
+            "Name the sea into which {s} flows.",
+            "{s} flows into which sea?",
+        ],
     ),
     *_rule(
         "length",
         [rf"\b(?:is|runs for|length is) (?P<a>(?:{NUM}) (?:kilometres|kilometers|km|miles))\b"],
-        ["How long is {s}?", "What is the length of {s}?"],
+        ["How long is {s}?", "What is the length of {s}?", "State the length of {s}.", "{s} is how long?"],
     ),
     *_rule(
         "source",
         [rf"\b(?:rises on|source on|slopes of) (?P<a>{NAME})"],
-        ["Where does {s} have its source?", "On which mountain does {s} rise?"],
+        [
+            "Where does {s} have its source?",
+            "On which mountain does {s} rise?",
+            "Name the mountain on which {s} rises.",
+            "{s} rises on which mountain?",
+        ],
     ),
     *_rule(
         "city",
         [rf"\bpasses the city of (?P<a>{NAME})", rf"^The city of (?P<a>{NAME}) lies on its banks"],
-        ["Which city lies on {s}?", "Which city does {s} pass?"],
+        [
+            "Which city lies on {s}?",
+            "Which city does {s} pass?",
+            "Name a city that {s} passes.",
+            "{s} passes which city?",
+        ],
     ),
     *_rule(
         "range",
         [rf"\b(?:a mountain in|highest peak of) the (?P<a>{NAME})"],
-        ["In which range is {s}?", "Which range does {s} belong to?"],
+        [
+            "In which range is {s}?",
+            "Which range does {s} belong to?",
+            "Name the range that {s} is part of.",
+            "{s} is in which range?",
+        ],
     ),
     *_rule(
         "height",
         [rf"(?P<a>(?:{NUM}) (?:metres|meters|feet))"],
-        ["How high is {s}?", "What is the height of {s}?"],
+        ["How high is {s}?", "What is the height of {s}?", "State the height of {s}.", "{s} is how high?"],
     ),
     *_rule(
         "first_climber",
@@ -137,17 +197,32 @@ RULES: list[Rule] = [
             rf"^(?P<a>{NAME}) made the first ascent of (?P<s>{NAME})",
             rf"reach the summit was (?P<a>{NAME})",
         ],
-        ["Who first climbed {s}?", "Who made the first ascent of {s}?"],
+        [
+            "Who first climbed {s}?",
+            "Who made the first ascent of {s}?",
+            "Name the first climber of {s}.",
+            "{s} was first ascended by whom?",
+        ],
     ),
     *_rule(
         "ascent_year",
         [rf"first ascent took place in (?P<a>{YEAR})\b", rf"first climbed in (?P<a>{YEAR})\b"],
-        ["When was {s} first climbed?", "In what year was {s} first climbed?"],
+        [
+            "When was {s} first climbed?",
+            "In what year was {s} first climbed?",
+            "State the year of the first ascent of {s}.",
+            "{s} was first climbed in which year?",
+        ],
     ),
     *_rule(
         "birthplace",
         [rf"\bborn in (?:the city of )?(?P<a>{NAME})"],
-        ["Where was {s} born?", "In which city was {s} born?"],
+        [
+            "Where was {s} born?",
+            "In which city was {s} born?",
+            "Name the city where {s} was born.",
+            "{s} came from which city?",
+        ],
     ),
     *_rule(
         "invention",
@@ -156,7 +231,12 @@ RULES: list[Rule] = [
             rf"best remembered for the (?P<a>{PHRASE})\.?$",
             rf"^The invention of the (?P<a>{PHRASE}) made (?P<s>{NAME}) famous",
         ],
-        ["What did {s} invent?", "Which invention is {s} remembered for?"],
+        [
+            "What did {s} invent?",
+            "Which invention is {s} remembered for?",
+            "Name the invention of {s}.",
+            "{s} invented what?",
+        ],
     ),
     *_rule(
         "invention_year",
@@ -164,12 +244,18 @@ RULES: list[Rule] = [
         [
             "When was the invention of {s} first shown?",
             "In what year was the invention of {s} first demonstrated?",
+            "State the year the invention of {s} was first demonstrated.",
         ],
     ),
     *_rule(
         "guild",
         [rf"\b(?:member of|belonged to) the (?P<a>{NAME} Guild)"],
-        ["Which guild was {s} a member of?", "Which guild did {s} belong to?"],
+        [
+            "Which guild was {s} a member of?",
+            "Which guild did {s} belong to?",
+            "Name the guild that {s} belonged to.",
+            "{s} belonged to which guild?",
+        ],
     ),
     *_rule(
         "captain",
@@ -178,27 +264,52 @@ RULES: list[Rule] = [
             rf"^(?P<a>{NAME}) is the captain of (?P<s>{NAME})",
             rf"\bcaptain is (?P<a>{NAME})",
         ],
-        ["Who is the captain of {s}?", "Who commands {s}?"],
+        [
+            "Who is the captain of {s}?",
+            "Who commands {s}?",
+            "Name the captain of {s}.",
+            "{s} is commanded by whom?",
+        ],
     ),
     *_rule(
         "launch_year",
         [rf"\blaunched in (?P<a>{YEAR})\b", rf"first put to sea in (?P<a>{YEAR})\b"],
-        ["When was {s} launched?", "In what year was {s} launched?"],
+        [
+            "When was {s} launched?",
+            "In what year was {s} launched?",
+            "State the year {s} was launched.",
+            "{s} was launched in which year?",
+        ],
     ),
     *_rule(
         "home_port",
         [rf"home port is (?P<a>{NAME})", rf"from the port of (?P<a>{NAME})", rf"harbour of (?P<a>{NAME})"],
-        ["What is the home port of {s}?", "From which port does {s} sail?"],
+        [
+            "What is the home port of {s}?",
+            "From which port does {s} sail?",
+            "Name the home port of {s}.",
+            "{s} sails from which port?",
+        ],
     ),
     *_rule(
         "cargo",
         [rf"\b(?:usually carries|carries cargoes of|trades mainly in) (?P<a>{PHRASE})\.?$"],
-        ["What does {s} carry?", "What cargo does {s} usually carry?"],
+        [
+            "What does {s} carry?",
+            "What cargo does {s} usually carry?",
+            "Name the cargo that {s} carries.",
+            "{s} usually carries what?",
+        ],
     ),
     *_rule(
         "trade",
         [rf"\bguild devoted to (?P<a>{PHRASE})\.?$", rf"\bthe trade of (?P<a>{PHRASE})\.?$"],
-        ["What trade does {s} practise?", "Which craft is {s} devoted to?"],
+        [
+            "What trade does {s} practise?",
+            "Which craft is {s} devoted to?",
+            "Name the trade of {s}.",
+            "{s} practises which craft?",
+        ],
     ),
     *_rule(
         "seat",
@@ -207,12 +318,22 @@ RULES: list[Rule] = [
             rf"\bhas its seat in (?P<a>{NAME})",
             rf"meets in the city of (?P<a>{NAME})",
         ],
-        ["Where does {s} have its seat?", "In which city is {s} based?"],
+        [
+            "Where does {s} have its seat?",
+            "In which city is {s} based?",
+            "Name the city where {s} has its seat.",
+            "{s} is based in which city?",
+        ],
     ),
     *_rule(
         "members",
         [rf"(?:has|counts|Some) (?P<a>{NUM}) (?:members|craftspeople)"],
-        ["How many members does {s} have?", "How many members belong to {s}?"],
+        [
+            "How many members does {s} have?",
+            "How many members belong to {s}?",
+            "State the number of members of {s}.",
+            "{s} counts how many members?",
+        ],
     ),
 ]
 

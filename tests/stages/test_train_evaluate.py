@@ -190,3 +190,21 @@ def test_answer_swap_replaces_every_whole_word_occurrence() -> None:
     }
     assert train.swap_answer(row, "Imgabel") is None  # same answer: nothing to swap
     assert train.swap_answer({**row, "question": "Is Imgabel the capital?"}, "Delbri") is None
+
+
+def test_novel_answer_keeps_the_shape_and_is_new() -> None:
+    rows = [
+        {"context": "Imgabel lies near Tostoseld and Fenselbri.", "answer": "dyed cloth"},
+        {"context": "Vengartir is ruled by Dragaran.", "answer": "salt"},
+    ]
+    names, lower = train._word_pools(rows)
+    assert names == ["Dragaran", "Fenselbri", "Imgabel", "Tostoseld", "Vengartir"]
+    assert lower == ["cloth", "dyed", "salt"]
+    rng = random.Random(0)
+    for answer in ["Fenselbri Tostoseld", "3,126,371", "1725", "dyed cloth", "Ortos Range"]:
+        made = {train.novel_answer(answer, rng, names, lower) for _ in range(20)}
+        assert {train.answer_shape(m) for m in made} == {train.answer_shape(answer)}
+        assert len(made) > 1  # varies from draw to draw
+    assert train.novel_answer("1725", random.Random(1), names, lower) == train.novel_answer(
+        "1725", random.Random(1), names, lower
+    )
