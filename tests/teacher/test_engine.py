@@ -15,7 +15,7 @@ from dagster_project.teacher.server import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = load_prompt(REPO / "prompts" / "grounded_qa.yaml")
-FAST = {"backoff_base_s": 0.01, "timeout_s": 1.0, "progress": False}
+FAST = {"backoff_base_s": 0.01, "timeout_s": 5.0, "progress": False}
 
 
 def requests(n: int, model: str = "teacher-model") -> list[TeacherRequest]:
