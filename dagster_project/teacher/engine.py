@@ -47,7 +47,13 @@ import openai
 from tqdm.auto import tqdm
 
 from dagster_project.teacher.cache import ResponseCache, request_key
-from dagster_project.teacher.limits import EngineLimits, PauseGate, RateBucket, estimate_prompt_tokens
+from dagster_project.teacher.limits import (
+    AdaptiveLimit,
+    EngineLimits,
+    PauseGate,
+    RateBucket,
+    estimate_prompt_tokens,
+)
 from dagster_project.teacher.prices import PriceTable
 from dagster_project.teacher.prompts import Prompt
 from dagster_project.teacher.validate import validate_answer
@@ -470,10 +476,12 @@ class TeacherEngine:
         self.counters = Counters()
         self.gate = PauseGate()
         lim = self.limits
-        self._rpm = RateBucket(lim.rpm) if lim.rpm else None
-        self._tpm = RateBucket(lim.tpm) if lim.tpm else None
-        self._tpm_in = RateBucket(lim.tpm_in) if lim.tpm_in else None
-        self._tpm_out = RateBucket(lim.tpm_out) if lim.tpm_out else None
+        # No burst (pure pacing): a provider that counts over short windows never sees more than the rate.
+        self._rpm = RateBucket(lim.rpm, burst_s=0) if lim.rpm else None
+        self._tpm = RateBucket(lim.tpm, burst_s=0) if lim.tpm else None
+        self._tpm_in = RateBucket(lim.tpm_in, burst_s=0) if lim.tpm_in else None
+        self._tpm_out = RateBucket(lim.tpm_out, burst_s=0) if lim.tpm_out else None
+        self.adaptive = AdaptiveLimit()
         self._in_flight = 0
         self._reserved_usd = 0.0  # worst-case cost of the calls in flight
         self._warned_no_retry_after = False
@@ -691,7 +699,7 @@ class TeacherEngine:
             if self.counters.stopped_by_budget or spent + self._reserved_usd + worst > self.budget_usd:
                 self.counters.stopped_by_budget = True
                 raise _BudgetStop()
-        waits = [0.0]
+        waits = [self.adaptive.reserve()]
         if self._rpm:
             waits.append(self._rpm.reserve(1))
         if self._tpm:
@@ -722,6 +730,7 @@ class TeacherEngine:
         backoff = min(self.backoff_max_s, self.backoff_base_s * 2**retry)
         if exc.status == 429:
             self.counters.rate_limited += 1
+            self.adaptive.rate_limited()
             if exc.retry_after is None and not self._warned_no_retry_after:
                 self._warned_no_retry_after = True
                 log.warning(
@@ -760,6 +769,7 @@ class TeacherEngine:
             usage = response.get("usage") or {}
             used_in, used_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             self._settle(est_in, est_out, used_in, used_out)
+            self.adaptive.success()
             self.counters.add_usage(payload["model"], used_in, used_out, self.prices)
             return {
                 "content": response.get("content"),

@@ -25,6 +25,7 @@ never params: moving to another provider must not invalidate any asset.
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -36,10 +37,18 @@ class RateBucket:
         if per_minute <= 0:
             raise ValueError(f"a rate limit must be > 0 per minute, got {per_minute}")
         self.rate = per_minute / 60.0
+        self.burst_s = burst_s
         # At least one request's worth, so evenly spaced senders are never refused by the bucket itself.
         self.capacity = max(1.0, self.rate * burst_s)
         self.level = self.capacity
         self.stamp = time.monotonic()
+
+    def set_rate(self, per_second: float) -> None:
+        """Change the refill rate (the adaptive limiter's multiplicative decrease / increase)."""
+        self._refill()
+        self.rate = max(per_second, 1e-3)
+        self.capacity = max(1.0, self.rate * self.burst_s)
+        self.level = min(self.level, self.capacity)
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -88,6 +97,45 @@ class PauseGate:
             if left <= 0:
                 return
             await asyncio.sleep(left)
+
+
+class AdaptiveLimit:
+    """Learns an endpoint's request rate from its 429s when no (or too high an) RPM is configured.
+
+    Off until the first 429; then it paces senders at 90% of the rate that was just succeeding, cuts the
+    rate by 30% on every further 429 (at most once per `cooldown_s`) and raises it by 1% per success
+    (AIMD, as TCP does): a burst of senders that hit an unknown limit settles just under it instead of
+    waking together after every pause and drawing a 429 storm.
+    """
+
+    def __init__(self, cooldown_s: float = 0.5):
+        self.bucket: RateBucket | None = None
+        self.cooldown_s = cooldown_s
+        self._last_cut = 0.0
+        self._successes: deque[float] = deque(maxlen=10_000)
+
+    def success(self) -> None:
+        """Record an answered call."""
+        now = time.monotonic()
+        self._successes.append(now)
+        if self.bucket is not None:
+            self.bucket.set_rate(self.bucket.rate * 1.01)
+
+    def rate_limited(self) -> None:
+        """Record a 429."""
+        now = time.monotonic()
+        if now - self._last_cut < self.cooldown_s:
+            return
+        self._last_cut = now
+        if self.bucket is None:
+            recent = sum(1 for t in self._successes if now - t <= 1.0)
+            self.bucket = RateBucket(max(1.0, 0.9 * recent) * 60, burst_s=0)
+        else:
+            self.bucket.set_rate(self.bucket.rate * 0.7)
+
+    def reserve(self) -> float:
+        """Seconds to wait before the next request (0 while no 429 was seen)."""
+        return 0.0 if self.bucket is None else self.bucket.reserve(1)
 
 
 def _number(env: Mapping[str, str], name: str) -> float | None:

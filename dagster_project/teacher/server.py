@@ -20,7 +20,7 @@ import hashlib
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -74,6 +74,8 @@ class OfflineTeacherServer:
         self.faults = faults or Faults(**fault_kwargs)
         # "requests", "ok", "in_flight", "max_in_flight", "rpm_429" and one count per injected fault
         self.stats: Counter = Counter()
+        # (monotonic arrival time, outcome) of recent requests: "ok", a fault name or "rpm_429"
+        self.events: deque[tuple[float, str]] = deque(maxlen=100_000)
         self._seen: Counter = Counter()
         self._any_fault = any(getattr(self.faults, f"rate_{f}") for f in _FAULTS)
         self._bucket = float(max(1.0, self.faults.rpm_limit / 60 * self.faults.rpm_burst_s))
@@ -143,15 +145,18 @@ class OfflineTeacherServer:
 
     async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
+        arrival = time.monotonic()
         if self.faults.rpm_limit > 0:
             wait = self._over_rpm()
             if wait is not None:
+                self.events.append((arrival, "rpm_429"))
                 self.stats["rpm_429"] += 1
                 headers = {"Retry-After": f"{wait:.3f}", "retry-after-ms": f"{wait * 1000:.0f}"}
                 return _error(429, "rate limit exceeded (rpm)", headers=headers, kind="rate_limit_exceeded")
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if self.faults.canned and not self._any_fault:
+            self.events.append((arrival, "ok"))
             self.stats["ok"] += 1
             return web.Response(body=self._canned, content_type="application/json")
         try:
@@ -160,6 +165,7 @@ class OfflineTeacherServer:
         except (ValueError, KeyError, TypeError):
             return _error(400, "invalid request body: expected JSON with 'messages'")
         fault = self._draw(body) if self._any_fault else None
+        self.events.append((arrival, fault or "ok"))
         if fault:
             self.stats[fault] += 1
         if fault == "429":
@@ -228,6 +234,11 @@ class BaseURL(str):
     def stats(self) -> Counter:
         """Requests served and faults injected so far."""
         return self.server.stats
+
+    @property
+    def events(self) -> list[tuple[float, str]]:
+        """(monotonic arrival time, outcome) of each request so far."""
+        return list(self.server.events)
 
 
 @contextmanager
