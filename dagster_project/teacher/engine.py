@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -176,6 +177,7 @@ class Counters:
     paused_s: float = 0.0  # time every sender was paused by a 429's Retry-After
     max_in_flight: int = 0
     stopped_by_budget: bool = False
+    batched: int = 0  # answers that came through the Batch API
     by_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # calls, tokens, cost_usd
 
     @property
@@ -184,8 +186,10 @@ class Counters:
         costs = [m["cost_usd"] for m in self.by_model.values()]
         return None if any(c is None for c in costs) else round(sum(costs), 6)
 
-    def add_usage(self, model: str, tokens_in: int, tokens_out: int, prices: PriceTable) -> None:
-        """Count one answered call's tokens and cost against `model`."""
+    def add_usage(
+        self, model: str, tokens_in: int, tokens_out: int, prices: PriceTable, batch: bool = False
+    ) -> None:
+        """Count one answered call's tokens and cost against `model` (a batch call at the batch price)."""
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
         m = self.by_model.get(model)
@@ -195,7 +199,10 @@ class Counters:
         m["tokens_in"] += tokens_in
         m["tokens_out"] += tokens_out
         price = prices.get(model)
-        m["cost_usd"] = None if price is None else price.cost(m["tokens_in"], m["tokens_out"])
+        if price is None or m["cost_usd"] is None:
+            m["cost_usd"] = None
+        else:
+            m["cost_usd"] += price.cost(tokens_in, tokens_out) * (prices.batch_discount if batch else 1.0)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -213,6 +220,7 @@ class Counters:
             "paused_s": round(self.paused_s, 3),
             "max_in_flight": self.max_in_flight,
             "stopped_by_budget": self.stopped_by_budget,
+            "batched": self.batched,
             "wall_s": round(self.wall_s, 3),
             "by_model": {
                 k: {**v, "cost_usd": None if v["cost_usd"] is None else round(v["cost_usd"], 6)}
@@ -526,7 +534,18 @@ class TeacherEngine:
             )
 
     def run(self, requests: Sequence[TeacherRequest]) -> list[TeacherResult]:
-        """Run `requests` to completion (sync façade over `arun`); results are in input order."""
+        """Run `requests` to completion (sync façade over `arun`); results are in input order.
+
+        With ``DISTILL_TEACHER_BATCH=1`` the first samples that miss the cache go through the Batch API
+        first (`batch.prefill_with_batch`, resumable across restarts), the rest as usual.
+        """
+        if self._env.get("DISTILL_TEACHER_BATCH", "") in ("1", "true", "yes") and self.base_url:
+            from dagster_project.teacher.batch import prefill_with_batch
+
+            start = time.perf_counter()
+            self._check_models_priced({r.model for r in requests})
+            prefill_with_batch(self, requests, log=lambda msg: print(msg, file=sys.stderr))
+            self.counters.wall_s += time.perf_counter() - start
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(self.arun(requests))
 

@@ -10,7 +10,10 @@ concurrency, and a retry of the same body gets a fresh draw.
 
 ``rpm_limit`` makes it enforce a requests-per-minute limit like a provider does: a token bucket holding
 ``rpm_burst_s`` seconds of requests; a request over the limit gets 429 with the Retry-After that a
-well-behaved client needs to wait. ``canned`` answers every request with one fixed JSON object without
+well-behaved client needs to wait. It also implements enough of the Batch API for tests: ``POST /v1/files``
+(multipart, purpose ``batch``), ``GET /v1/files/{id}/content``, ``POST /v1/batches`` and
+``GET /v1/batches/{id}``; a batch completes ``batch_delay_s`` after creation, each line answered like a
+chat request (faults included). ``canned`` answers every request with one fixed JSON object without
 running the teacher: the minimal handler the throughput benchmark uses, so the server is not what limits.
 """
 
@@ -54,6 +57,7 @@ class Faults:
     rpm_limit: float = 0.0  # > 0: enforce this many requests per minute (429 with Retry-After over it)
     rpm_burst_s: float = 1.0  # the bucket holds this many seconds' worth of requests
     canned: bool = False  # answer a fixed JSON object instead of running the teacher (benchmarks)
+    batch_delay_s: float = 0.2  # a batch stays in_progress this long
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,6 +89,12 @@ class OfflineTeacherServer:
         self.app.router.add_post("/v1/chat/completions", self.chat_completions)
         self.app.router.add_get("/v1/models", self.models)
         self.app.router.add_get("/stats", self.get_stats)
+        self.app.router.add_post("/v1/files", self.upload_file)
+        self.app.router.add_get("/v1/files/{file_id}/content", self.file_content)
+        self.app.router.add_post("/v1/batches", self.create_batch)
+        self.app.router.add_get("/v1/batches/{batch_id}", self.get_batch)
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
 
     def _over_rpm(self) -> float | None:
         """None when a request may pass the RPM limit now (and take its token), else seconds to wait."""
@@ -127,6 +137,84 @@ class OfflineTeacherServer:
             seed=req.get("seed"),
             max_tokens=req.get("max_tokens") or req.get("max_completion_tokens"),
         )
+
+    async def upload_file(self, request: web.Request) -> web.Response:
+        """POST /v1/files: store an uploaded (multipart) file."""
+        form = await request.post()
+        upload = form.get("file")
+        if upload is None or not hasattr(upload, "file"):
+            return _error(400, "expected a multipart 'file' field")
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = upload.file.read()
+        self.stats["files_uploaded"] += 1
+        return web.json_response(
+            _file_object(file_id, len(self.files[file_id]), str(form.get("purpose", "")))
+        )
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        """GET /v1/files/{id}/content."""
+        data = self.files.get(request.match_info["file_id"])
+        if data is None:
+            return _error(404, "no such file")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        """POST /v1/batches: answer every line of the input file in the background."""
+        req = await request.json()
+        if req.get("input_file_id") not in self.files:
+            return _error(400, f"no such file: {req.get('input_file_id')}")
+        batch_id = f"batch-{len(self.batches) + 1}"
+        batch = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": req.get("endpoint", "/v1/chat/completions"),
+            "input_file_id": req["input_file_id"],
+            "completion_window": req.get("completion_window", "24h"),
+            "status": "in_progress",
+            "created_at": int(time.time()),
+            "output_file_id": None,
+            "error_file_id": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            "metadata": req.get("metadata"),
+        }
+        self.batches[batch_id] = batch
+        self.stats["batches_created"] += 1
+        asyncio.get_running_loop().create_task(self._run_batch(batch))
+        return web.json_response(batch)
+
+    async def _run_batch(self, batch: dict[str, Any]) -> None:
+        await asyncio.sleep(self.faults.batch_delay_s)
+        out: list[str] = []
+        for line in self.files[batch["input_file_id"]].decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            self.stats["batch_requests"] += 1
+            answer = self._teach(item["body"])
+            usage = answer.get("usage") or {}
+            p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            body = _completion_dict(
+                answer["content"], answer["finish_reason"], p, c, item["body"]["model"], 0
+            )
+            response = {"status_code": 200, "request_id": item["custom_id"], "body": body}
+            out.append(
+                json.dumps({"id": f"resp-{len(out)}", "custom_id": item["custom_id"], "response": response})
+            )
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = ("\n".join(out) + "\n").encode()
+        batch.update(
+            status="completed",
+            output_file_id=file_id,
+            completed_at=int(time.time()),
+            request_counts={"total": len(out), "completed": len(out), "failed": 0},
+        )
+
+    async def get_batch(self, request: web.Request) -> web.Response:
+        """GET /v1/batches/{id}."""
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _error(404, "no such batch")
+        return web.json_response(batch)
 
     async def get_stats(self, request: web.Request) -> web.Response:
         """GET /stats: the counters, for tests and benchmarks that run the server in another process."""
@@ -211,6 +299,18 @@ def _completion_dict(content: str, finish: str, p: int, c: int, model: str, n: i
             }
         ],
         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+    }
+
+
+def _file_object(file_id: str, size: int, purpose: str) -> dict[str, Any]:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": size,
+        "created_at": int(time.time()),
+        "filename": f"{file_id}.jsonl",
+        "purpose": purpose,
+        "status": "processed",
     }
 
 
