@@ -613,27 +613,31 @@ class TeacherEngine:
         )
         last_postfix = [0.0]
 
+        def postfix(refresh: bool) -> None:
+            c = self.counters
+            cost = c.cost_usd
+            bar.set_postfix(
+                calls=c.calls,
+                hits=c.cache_hits,
+                retries=c.retries,
+                rej=sum(c.rejects.values()),
+                tok_in=c.tokens_in,
+                tok_out=c.tokens_out,
+                cost="?" if cost is None else f"${cost:.4f}",
+                refresh=refresh,
+            )
+
         async def one(req: TeacherRequest) -> TeacherResult | None:
             assert backend is not None
             try:
                 result = await self._request(req, backend, sem)
             except _BudgetStop:
                 return None
-            bar.update(1)
+            bar.update(1)  # tqdm itself shows the rate (req/s) and the ETA
             now = time.monotonic()
             if now - last_postfix[0] > 0.5:  # postfix formatting is not free at 1,000 req/s
                 last_postfix[0] = now
-                c = self.counters
-                cost = c.cost_usd
-                bar.set_postfix(
-                    calls=c.calls,
-                    hits=c.cache_hits,
-                    rej=sum(c.rejects.values()),
-                    tok_in=c.tokens_in,
-                    tok_out=c.tokens_out,
-                    cost="?" if cost is None else f"${cost:.4f}",
-                    refresh=False,
-                )
+                postfix(refresh=False)
             return result
 
         try:
@@ -646,6 +650,7 @@ class TeacherEngine:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
         finally:
+            postfix(refresh=True)
             bar.close()
             if backend is not None:
                 await backend.close()

@@ -213,3 +213,17 @@ def test_every_fault_at_once_is_counted_and_explained(tmp_path, fake_teacher, tr
     rerun = again.run(requests(80))
     assert again.counters.calls == 0  # rejected answers are cached too: the rerun replays them
     assert [(r.ok, r.value, r.reason) for r in rerun] == [(r.ok, r.value, r.reason) for r in results]
+
+
+def test_progress_bar_shows_rate_tokens_and_cost(tmp_path, fake_teacher, capsys):
+    from dagster_project.teacher.prices import Price, PriceTable
+
+    prices = PriceTable({"teacher-model": Price(1.0, 2.0)})
+    with serve_in_thread(teacher=fake_teacher) as url:
+        env = {"DISTILL_TEACHER_BASE_URL": url}
+        options = {**FAST, "progress": True}
+        eng = TeacherEngine(cache=ResponseCache(tmp_path), env=env, prices=prices, **options)
+        eng.run(requests(5))
+    err = capsys.readouterr().err
+    assert "req/s" in err and "5/5" in err
+    assert "tok_out=70" in err and "cost=$0.0003" in err and "calls=5" in err
