@@ -227,3 +227,19 @@ def test_progress_bar_shows_rate_tokens_and_cost(tmp_path, fake_teacher, capsys)
     err = capsys.readouterr().err
     assert "req/s" in err and "5/5" in err
     assert "tok_out=70" in err and "cost=$0.0003" in err and "calls=5" in err
+
+
+def test_structured_output_sends_the_schema_only_when_enabled(tmp_path):
+    from dagster_project.teacher.cache import request_key
+    from dagster_project.teacher.engine import _request_body
+
+    [req] = requests(1)
+    plain = TeacherEngine(cache=ResponseCache(tmp_path), env={}, **FAST)
+    strict = TeacherEngine(
+        cache=ResponseCache(tmp_path), env={"DISTILL_TEACHER_STRUCTURED_OUTPUT": "1"}, **FAST
+    )
+    assert "response_format" not in _request_body(plain._payload(req, 0))
+    assert request_key(plain._payload(req, 0)) == request_key(req.payload(0))  # old cache keys unchanged
+    body = _request_body(strict._payload(req, 0))
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == PROMPT.output_schema
