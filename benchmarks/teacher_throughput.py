@@ -117,7 +117,7 @@ def drive(python: str, client: str, url: str, n: int, in_flight: int, timeout: f
 
 def requests_for(latency_ms: float, in_flight: int, quick: bool) -> int:
     if latency_ms == 0:
-        return 1000 if quick else 3000
+        return 1000 if quick else 2000
     waves = 2 if quick else 4  # whole waves of in_flight requests, so the ideal is exact
     return max(4, in_flight * waves)
 

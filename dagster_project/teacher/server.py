@@ -21,6 +21,8 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -31,6 +33,9 @@ from typing import Any
 
 from aiohttp import web
 
+# aiohttp's default listen backlog (128) drops SYNs when a client opens hundreds of connections at once;
+# each dropped SYN costs that connection a 1 s retransmit, which caps a 1,024-in-flight benchmark.
+BACKLOG = 4096
 _FAULTS = ("429", "500", "hang", "html", "malformed", "truncate", "refusal")
 _REFUSAL = "I'm sorry, but I can't help with that request."
 _CANNED_CONTENT = json.dumps({"pairs": [{"question": "What is it?", "answer": "it"}]})
@@ -353,7 +358,7 @@ def serve_in_thread(port: int = 0, teacher: Any = None, **faults: Any) -> Iterat
     async def main() -> None:
         runner = web.AppRunner(server.app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=BACKLOG)
         try:
             await site.start()
             state["port"] = runner.addresses[0][1]
@@ -399,17 +404,47 @@ def main(argv: list[str] | None = None) -> None:
             parser.add_argument(f"--{name.replace('_', '-')}", action="store_true")
         else:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT; benchmarks): each keeps its own stats and faults",
+    )
     args = parser.parse_args(argv)
     faults = Faults(**{k: getattr(args, k) for k in asdict(Faults())})
-    server = OfflineTeacherServer(faults=faults)
     print(f"offline teacher at http://127.0.0.1:{args.port}/v1 (faults: {faults})", flush=True)
+    children = []
+    for _ in range(max(1, args.workers) - 1):
+        pid = os.fork()
+        if pid == 0:
+            _serve(faults, args.port, reuse_port=True)
+            os._exit(0)
+        children.append(pid)
+    try:
+        _serve(faults, args.port, reuse_port=args.workers > 1)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+
+
+def _serve(faults: Faults, port: int, reuse_port: bool) -> None:
+    server = OfflineTeacherServer(faults=faults)
     try:  # uvloop when installed: the server should not be what limits a throughput benchmark
         import uvloop
 
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    web.run_app(server.app, host="127.0.0.1", port=args.port, print=None, access_log=None, loop=loop)
+    web.run_app(
+        server.app,
+        host="127.0.0.1",
+        port=port,
+        print=None,
+        access_log=None,
+        loop=loop,
+        backlog=BACKLOG,
+        reuse_port=reuse_port or None,
+    )
 
 
 if __name__ == "__main__":
