@@ -79,9 +79,9 @@ def test_bad_answers_are_retried_and_explained(tmp_path, fake_teacher, fault, re
 
 @pytest.mark.parametrize("fault", ["rate_429", "rate_500", "rate_hang"])
 def test_transient_errors_are_retried(tmp_path, fake_teacher, fault):
-    extra = {"hang_s": 1.0} if fault == "rate_hang" else {}
+    extra = {"hang_s": 3.0} if fault == "rate_hang" else {}
     with serve_in_thread(teacher=fake_teacher, **{fault: 0.3}, **extra) as url:
-        eng = engine(url, tmp_path, timeout_s=0.3)
+        eng = engine(url, tmp_path, timeout_s=1.0)
         results = eng.run(requests(20))
         injected = url.stats[fault.removeprefix("rate_")]
     assert all(r.ok for r in results)
@@ -178,10 +178,10 @@ def test_every_fault_at_once_is_counted_and_explained(tmp_path, fake_teacher, tr
         "rate_truncate": 0.05,
         "rate_refusal": 0.05,
     }
-    with serve_in_thread(teacher=fake_teacher, hang_s=1.0, retry_after_s=0.05, **faults) as url:
+    with serve_in_thread(teacher=fake_teacher, hang_s=4.0, retry_after_s=0.05, **faults) as url:
         env = {"DISTILL_TEACHER_BASE_URL": url, "DISTILL_TEACHER_TRANSPORT": transport}
         eng = TeacherEngine(
-            cache=ResponseCache(tmp_path), env=env, **{**FAST, "timeout_s": 0.5, "max_retries": 10}
+            cache=ResponseCache(tmp_path), env=env, **{**FAST, "timeout_s": 1.5, "max_retries": 10}
         )
         results = eng.run(requests(80))
         served = dict(url.stats)
