@@ -98,3 +98,19 @@ def test_limits_from_env_name_a_bad_value():
     assert limits.rpm == 600 and limits.concurrency == 32 and limits.tpm_in is None
     with pytest.raises(ValueError, match="DISTILL_TEACHER_TPM_OUT"):
         EngineLimits.from_env({"DISTILL_TEACHER_TPM_OUT": "lots"})
+
+
+def test_input_tpm_paces_requests(tmp_path, fake_teacher):
+    from dagster_project.teacher.limits import estimate_prompt_tokens
+
+    reqs = requests(6)
+    per_request = estimate_prompt_tokens(reqs[0].messages)
+    tpm_in = per_request * 60 * 4  # four requests' worth of input tokens a second
+    with serve_in_thread(teacher=fake_teacher) as url:
+        eng = make_engine(url, tmp_path, EngineLimits(concurrency=64, tpm_in=tpm_in))
+        start = time.monotonic()
+        assert all(r.ok for r in eng.run(reqs))
+        elapsed = time.monotonic() - start
+        times = sorted(t for t, _ in url.events)
+    assert elapsed >= 5 / 4 * 0.9  # six requests, the first free: five spaced by a quarter second
+    assert (times[-1] - times[0]) >= 5 / 4 * 0.9
