@@ -9,18 +9,32 @@ pairs whose answer is a verbatim span of the passage, and writes `<out>/`:
 
 - `examples.parquet`: id, passage_id, context, question, answer, teacher_model, request_id
 - `rejects.parquet`: request_id, passage_id, attempt, reason, raw (every rejected sample or pair)
-- `stats.json`: the engine counters plus n_requests, n_examples, n_rejects
+- `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason,
+  429s, pause time, tokens in/out, wall time, estimated cost in USD per model from the price table)
+  plus n_requests, n_examples, n_rejects
+
+``--dry-run`` renders every request and prints (JSON) how many would miss the cache and their estimated
+tokens and cost, sends nothing and writes nothing. With ``DISTILL_TEACHER_BUDGET_USD`` set, a run that
+would pass the budget stops sending, keeps every finished response in the teacher cache and exits with
+status 3 and a message; rerunning with a larger budget resumes from the cache.
+
+The teacher cache (``.cache/teacher/``) is deliberately neither a dependency nor an output of this stage:
+it only grows, and a bigger cache must not invalidate this stage or anything downstream. Share it through
+the DVC remote as its own tracked folder (``dvc add .cache/teacher && dvc push``; elsewhere
+``dvc pull .cache/teacher.dvc``). What the stage produces is fixed by its declared deps and params (the
+requests are a function of them), so the cache only decides how many calls a run costs.
 """
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
-from dagster_project.teacher.engine import TeacherEngine, TeacherRequest, TeacherResult
+from dagster_project.teacher.engine import BudgetExceededError, TeacherEngine, TeacherRequest, TeacherResult
 from dagster_project.teacher.prompts import load_prompt
 
 RAW_MAX_CHARS = 2000
@@ -124,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="assets/corpus", help="folder with grounding.parquet")
     parser.add_argument("--out", default="assets/synthesized", help="output folder")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="estimate calls, tokens and cost; send and write nothing"
+    )
     args = parser.parse_args(argv)
 
     params = load_stage_params(args.params, "synthesize")
@@ -149,8 +166,22 @@ def main(argv: list[str] | None = None) -> None:
     ]
 
     engine = TeacherEngine(max_attempts=max_attempts)
+    if args.dry_run:
+        estimate = {"stage": "synthesize", "backend": engine.backend_kind, **engine.estimate(requests)}
+        print(json.dumps(estimate, indent=2))
+        cost = estimate["cost_usd_max"]
+        print(
+            f"synthesize --dry-run: {estimate['requests']} requests, {estimate['cache_hits']} cached, "
+            f"{estimate['calls']} calls, ~{estimate['tokens_in']} tokens in, <= {estimate['tokens_out_max']} "
+            f"tokens out, <= {'unknown (no price)' if cost is None else f'${cost:.4f}'}",
+            file=sys.stderr,
+        )
+        return
     try:
         results = engine.run(requests)
+    except BudgetExceededError as exc:
+        print(f"synthesize: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
     finally:
         engine.cache.close()
     examples, rejects = collect(results, teacher_model)

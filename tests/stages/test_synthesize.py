@@ -104,3 +104,75 @@ def test_offline_teacher_in_process(recipe):
     for row in examples.iter_rows(named=True):
         assert row["answer"] in row["context"]
     assert rejects.columns == ["request_id", "passage_id", "attempt", "reason", "raw"]
+
+
+class PricedTeacher(HalfRightTeacher):
+    """HalfRightTeacher that reports token usage, for cost accounting."""
+
+    def chat(self, messages, **kwargs):
+        answer = super().chat(messages, **kwargs)
+        return {**answer, "usage": {"prompt_tokens": 100, "completion_tokens": 50}}
+
+
+@pytest.fixture
+def priced(recipe, monkeypatch):
+    """A price table with an expensive model (USD 1,000 per million tokens), used by the recipe."""
+    (recipe / "prices.yaml").write_text("models:\n  pricey: {input: 1000.0, output: 1000.0}\n")
+    monkeypatch.setenv("DISTILL_TEACHER_PRICES", str(recipe / "prices.yaml"))
+    params = yaml.safe_load((recipe / "params.yaml").read_text())
+    params["synthesize"]["teacher_model"] = "pricey"
+    (recipe / "params.yaml").write_text(yaml.safe_dump(params))
+    return recipe
+
+
+def test_stats_carry_tokens_and_cost(priced, monkeypatch):
+    with serve_in_thread(teacher=PricedTeacher()) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        _, _, stats = run(priced)
+    assert stats["tokens_in"] == 200 and stats["tokens_out"] == 100
+    assert stats["cost_usd"] == pytest.approx(0.3)  # 300 tokens at USD 1,000 per million
+    assert stats["by_model"]["pricey"] == {"calls": 2, "tokens_in": 200, "tokens_out": 100, "cost_usd": 0.3}
+    assert {"retries", "retry_reasons", "rejects", "rate_limited", "wall_s"} <= stats.keys()
+
+
+def test_dry_run_estimates_and_sends_nothing(priced, monkeypatch, capsys):
+    argv = ["--params", str(priced / "params.yaml"), "--corpus", str(priced / "corpus")]
+    with serve_in_thread(teacher=PricedTeacher()) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        synthesize.main([*argv, "--out", str(priced / "dry"), "--dry-run"])
+        before = json.loads(capsys.readouterr().out)
+        run(priced)
+        capsys.readouterr()
+        synthesize.main([*argv, "--out", str(priced / "dry"), "--dry-run"])
+        after = json.loads(capsys.readouterr().out)
+        assert url.stats["requests"] == 2  # only the real run called the teacher
+    assert not (priced / "dry").exists()
+    assert before["requests"] == 2 and before["calls"] == 2 and before["cache_hits"] == 0
+    assert before["tokens_out_max"] == 2 * 600 and before["cost_usd_max"] > 1.0
+    assert after["calls"] == 0 and after["cache_hits"] == 2 and after["cost_usd_max"] == 0
+
+
+def test_budget_cap_stops_cleanly_and_resumes(priced, monkeypatch, capsys):
+    with serve_in_thread(teacher=PricedTeacher()) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        monkeypatch.setenv("DISTILL_TEACHER_BUDGET_USD", "1.0")  # one call's worst case (~USD 0.77) fits
+        with pytest.raises(SystemExit) as exit_info:
+            run(priced)
+        assert exit_info.value.code == 3
+        assert "budget cap reached" in capsys.readouterr().err
+        assert url.stats["requests"] == 1 and not (priced / "synthesized").exists()
+        monkeypatch.setenv("DISTILL_TEACHER_BUDGET_USD", "100")
+        examples, _, stats = run(priced)
+        assert url.stats["requests"] == 2  # the finished call came from the cache
+    assert stats["calls"] == 1 and stats["cache_hits"] == 1 and examples.height == 2
+
+
+def test_budget_with_an_unpriced_model_is_an_error(recipe, monkeypatch):
+    with serve_in_thread(teacher=PricedTeacher()) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        monkeypatch.setenv("DISTILL_TEACHER_PRICES", str(recipe / "none.yaml"))
+        (recipe / "none.yaml").write_text("models: {}\n")
+        monkeypatch.setenv("DISTILL_TEACHER_BUDGET_USD", "5")
+        with pytest.raises(Exception, match="no price"):
+            run(recipe)
+        assert url.stats["requests"] == 0

@@ -15,7 +15,7 @@ from dagster_project.teacher.server import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = load_prompt(REPO / "prompts" / "grounded_qa.yaml")
-FAST = {"backoff_base_s": 0.01, "timeout_s": 1.0, "progress": False}
+FAST = {"backoff_base_s": 0.01, "timeout_s": 5.0, "progress": False}
 
 
 def requests(n: int, model: str = "teacher-model") -> list[TeacherRequest]:
@@ -53,7 +53,12 @@ def test_clean_run_then_cache_makes_zero_calls(tmp_path, fake_teacher):
 
 @pytest.mark.parametrize(
     "fault, reason",
-    [("rate_html", "html_body"), ("rate_malformed", "malformed_json"), ("rate_truncate", "truncated")],
+    [
+        ("rate_html", "html_body"),
+        ("rate_malformed", "malformed_json"),
+        ("rate_truncate", "truncated"),
+        ("rate_refusal", "refusal"),
+    ],
 )
 def test_bad_answers_are_retried_and_explained(tmp_path, fake_teacher, fault, reason):
     reqs = requests(30)
@@ -74,9 +79,9 @@ def test_bad_answers_are_retried_and_explained(tmp_path, fake_teacher, fault, re
 
 @pytest.mark.parametrize("fault", ["rate_429", "rate_500", "rate_hang"])
 def test_transient_errors_are_retried(tmp_path, fake_teacher, fault):
-    extra = {"hang_s": 1.0} if fault == "rate_hang" else {}
+    extra = {"hang_s": 3.0} if fault == "rate_hang" else {}
     with serve_in_thread(teacher=fake_teacher, **{fault: 0.3}, **extra) as url:
-        eng = engine(url, tmp_path, timeout_s=0.3)
+        eng = engine(url, tmp_path, timeout_s=1.0)
         results = eng.run(requests(20))
         injected = url.stats[fault.removeprefix("rate_")]
     assert all(r.ok for r in results)
@@ -159,3 +164,82 @@ def test_kill_minus_9_loses_only_in_flight(tmp_path, fake_teacher):
         results = rerun.run(requests(200))
     assert all(r.ok for r in results)
     assert rerun.counters.cache_hits == finished and rerun.counters.calls == 200 - finished
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "openai-sdk"])
+def test_every_fault_at_once_is_counted_and_explained(tmp_path, fake_teacher, transport):
+    """All faults together: the run completes, every failure is counted with its reason, nothing is lost."""
+    faults = {
+        "rate_429": 0.08,
+        "rate_500": 0.08,
+        "rate_hang": 0.04,
+        "rate_html": 0.05,
+        "rate_malformed": 0.05,
+        "rate_truncate": 0.05,
+        "rate_refusal": 0.05,
+    }
+    with serve_in_thread(teacher=fake_teacher, hang_s=4.0, retry_after_s=0.05, **faults) as url:
+        env = {"DISTILL_TEACHER_BASE_URL": url, "DISTILL_TEACHER_TRANSPORT": transport}
+        eng = TeacherEngine(
+            cache=ResponseCache(tmp_path), env=env, **{**FAST, "timeout_s": 1.5, "max_retries": 10}
+        )
+        results = eng.run(requests(80))
+        served = dict(url.stats)
+    assert len(results) == 80 and [r.meta["i"] for r in results] == list(range(80))
+    c = eng.counters
+    # Transient failures: each retried, each counted under its reason.
+    assert c.retry_reasons == {
+        k: v for k, v in {"http 429": served.get("429", 0), "http 500": served.get("500", 0)}.items() if v
+    } | ({"timeout": served["hang"]} if served.get("hang") else {})
+    assert c.rate_limited == served.get("429", 0)
+    # Bad answers: each a reject with its reason, on the result and in the counters.
+    expected = {
+        reason: served[fault]
+        for fault, reason in [
+            ("html", "html_body"),
+            ("malformed", "malformed_json"),
+            ("truncate", "truncated"),
+            ("refusal", "refusal"),
+        ]
+        if served.get(fault)
+    }
+    assert dict(c.rejects) == expected
+    assert sum(len(r.rejects) for r in results) == sum(expected.values())
+    for r in results:
+        assert (r.ok and r.value["pairs"]) or (not r.ok and r.reason and len(r.rejects) == 3)
+    assert c.calls == served["requests"]
+    # Nothing finished is lost: a rerun is served from the cache, with the same outcome.
+    again = TeacherEngine(cache=ResponseCache(tmp_path), env=env, **FAST)
+    rerun = again.run(requests(80))
+    assert again.counters.calls == 0  # rejected answers are cached too: the rerun replays them
+    assert [(r.ok, r.value, r.reason) for r in rerun] == [(r.ok, r.value, r.reason) for r in results]
+
+
+def test_progress_bar_shows_rate_tokens_and_cost(tmp_path, fake_teacher, capsys):
+    from dagster_project.teacher.prices import Price, PriceTable
+
+    prices = PriceTable({"teacher-model": Price(1.0, 2.0)})
+    with serve_in_thread(teacher=fake_teacher) as url:
+        env = {"DISTILL_TEACHER_BASE_URL": url}
+        options = {**FAST, "progress": True}
+        eng = TeacherEngine(cache=ResponseCache(tmp_path), env=env, prices=prices, **options)
+        eng.run(requests(5))
+    err = capsys.readouterr().err
+    assert "req/s" in err and "5/5" in err
+    assert "tok_out=70" in err and "cost=$0.0003" in err and "calls=5" in err
+
+
+def test_structured_output_sends_the_schema_only_when_enabled(tmp_path):
+    from dagster_project.teacher.cache import request_key
+    from dagster_project.teacher.engine import _request_body
+
+    [req] = requests(1)
+    plain = TeacherEngine(cache=ResponseCache(tmp_path), env={}, **FAST)
+    strict = TeacherEngine(
+        cache=ResponseCache(tmp_path), env={"DISTILL_TEACHER_STRUCTURED_OUTPUT": "1"}, **FAST
+    )
+    assert "response_format" not in _request_body(plain._payload(req, 0))
+    assert request_key(plain._payload(req, 0)) == request_key(req.payload(0))  # old cache keys unchanged
+    body = _request_body(strict._payload(req, 0))
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == PROMPT.output_schema
