@@ -55,6 +55,7 @@ from dagster_project.teacher.limits import (
     RateBucket,
     estimate_prompt_tokens,
 )
+from dagster_project.teacher.offline import OFFLINE_TEACHER_REVISION
 from dagster_project.teacher.prices import PriceTable
 from dagster_project.teacher.prompts import Prompt
 from dagster_project.teacher.validate import validate_answer
@@ -91,6 +92,13 @@ class TeacherRequest:
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # other sampling params: top_p, stop, ...
     meta: dict[str, Any] = field(default_factory=dict)  # passed through to the result, not sent
+    # Part of the cache key, never sent: the model's snapshot when its name does not pin one. The
+    # offline teacher's defaults to its rule-set revision, so editing its rules invalidates old answers.
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.revision is None and self.model == OFFLINE_MODEL:
+            self.revision = OFFLINE_TEACHER_REVISION
 
     @classmethod
     def from_prompt(
@@ -129,6 +137,7 @@ class TeacherRequest:
             "extra": self.extra,
             "schema": self.schema,
             "attempt": attempt,
+            **({"revision": self.revision} if self.revision is not None else {}),
         }
 
     @property

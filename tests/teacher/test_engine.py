@@ -243,3 +243,17 @@ def test_structured_output_sends_the_schema_only_when_enabled(tmp_path):
     body = _request_body(strict._payload(req, 0))
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"] == PROMPT.output_schema
+
+
+def test_offline_teacher_revision_is_part_of_the_cache_key_only() -> None:
+    from dagster_project.teacher.cache import request_key
+    from dagster_project.teacher.engine import OFFLINE_MODEL, TeacherRequest, _request_body
+    from dagster_project.teacher.offline import OFFLINE_TEACHER_REVISION
+
+    messages = [{"role": "user", "content": "hi"}]
+    offline = TeacherRequest(messages=messages, model=OFFLINE_MODEL)
+    assert offline.payload(0)["revision"] == OFFLINE_TEACHER_REVISION
+    older = TeacherRequest(messages=messages, model=OFFLINE_MODEL, revision="0")
+    assert request_key(offline.payload(0)) != request_key(older.payload(0))  # new rules, new answers
+    assert "revision" not in _request_body(offline.payload(0))  # never sent to an endpoint
+    assert "revision" not in TeacherRequest(messages=messages, model="gpt-4o").payload(0)  # keys unchanged
