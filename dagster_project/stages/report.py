@@ -115,13 +115,13 @@ def confusion_svg(
     for j, label in enumerate(col_labels):
         parts.append(
             f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" text-anchor="middle" font-size="10" '
-            f'font-family="sans-serif">{_esc(label)[:10]}</text>'
+            f'font-family="sans-serif">{_esc(str(label)[:10])}</text>'
         )
     for i, label in enumerate(row_labels):
         y = top + i * cell
         parts.append(
             f'<text x="{left - 6}" y="{y + cell / 2 + 4}" text-anchor="end" font-size="10" '
-            f'font-family="sans-serif">{_esc(label)[:16]}</text>'
+            f'font-family="sans-serif">{_esc(str(label)[:16])}</text>'
         )
         for j, c in enumerate(counts[i]):
             shade = int(255 - 190 * c / peak)
