@@ -311,6 +311,13 @@ HEADLINE_KEYS = {
     "classification": ["accuracy", "macro_f1"],
     "free_text": ["success_rate"],
 }
+# The per-item figure shown per category (macro-F1 is a set-level figure, so classification shows accuracy).
+CATEGORY_KEY = {
+    "qa": "token_f1",
+    "multi_turn_qa": "token_f1",
+    "classification": "accuracy",
+    "free_text": "success_rate",
+}
 METRIC_NOTES = {
     "qa": "SQuAD-style exact match and token F1 after normalization (lowercase, no punctuation, no articles "
     "a/an/the, collapsed whitespace), max over the gold answers.",
@@ -386,16 +393,17 @@ def report_sections(
         },
     ]
     cats = metrics["per_category"]
-    main_key = keys[-1]
+    main_key = CATEGORY_KEY[task]
+    cat_keys = [k for k in keys if k in next(iter(cats.values()))["student"]]  # per-item figures only
     cat_rows = [
-        [c, m["n"]] + [m[s].get(k, float("nan")) for s in systems for k in keys]
+        [c, m["n"]] + [m[s].get(k, float("nan")) for s in systems for k in cat_keys]
         for c, m in sorted(cats.items())
     ]
     sections.append(
         {
             "title": "Per category",
             "blocks": [
-                ("table", ["category", "n"] + [f"{s} {k}" for s in systems for k in keys], cat_rows),
+                ("table", ["category", "n"] + [f"{s} {k}" for s in systems for k in cat_keys], cat_rows),
                 (
                     "svg",
                     bar_chart_svg(
@@ -512,7 +520,7 @@ def plot_files(
         {"metric": f"{s} {k}", "system": s, "value": metrics[s].get(k)} for s in systems for k in keys
     ]
     per_cat = [
-        {"category": c, "system": s, "value": m[s].get(keys[-1])}
+        {"category": c, "system": s, "value": m[s].get(CATEGORY_KEY[task])}
         for c, m in sorted(metrics["per_category"].items())
         for s in systems
     ]
