@@ -127,7 +127,7 @@ def generate_answers(
 
 
 def teacher_answers(
-    items: Sequence[Mapping[str, Any]], prompt_path: str, model: str, seed: int
+    items: Sequence[Mapping[str, Any]], prompt_path: str, model: str, seed: int, teacher: Any = None
 ) -> tuple[list[str], dict[str, Any]]:
     """Reference answers of the teacher (through the teacher engine and its cache) for every item.
 
@@ -141,7 +141,7 @@ def teacher_answers(
         )
         for it in items
     ]
-    engine = TeacherEngine(max_attempts=1)
+    engine = TeacherEngine(max_attempts=1, teacher=teacher)
     try:
         results = engine.run(requests)
     finally:

@@ -1,6 +1,8 @@
 """Asset checks declared in dvc.yaml (`meta.dagster.checks`): the safe assertion language, and a passing and
 a failing check reported both by a Dagster materialization and by the sensor for a `dvc repro` run."""
 
+import json
+
 import dagster as dg
 import pytest
 import yaml
@@ -131,3 +133,15 @@ def test_sensor_reports_checks_for_runs_outside_dagster(fixture_repo, instance):
         instance.report_runless_asset_event(event)
     assert _latest_check(instance, "has_chars").passed is True
     assert _latest_check(instance, "k_is_large").passed is False
+
+
+def test_headline_numbers_come_first_in_metadata(tmp_path):
+    from dagster_project.dvc_integration.metadata import output_metadata
+
+    deep = {f"cat{i}": {"n": i, "student": {"token_f1": 0.1, "exact_match": 0.0}} for i in range(20)}
+    metrics = {"student": {"token_f1": 0.5}, "baseline": {"token_f1": 0.1}, "n_test": 3, "per_category": deep}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/metrics.json").write_text(json.dumps(metrics))
+    meta = output_metadata(tmp_path, ("out",))
+    assert meta["metrics/student.token_f1"].value == 0.5
+    assert meta["metrics/baseline.token_f1"].value == 0.1 and meta["metrics/n_test"].value == 3

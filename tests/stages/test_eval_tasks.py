@@ -178,3 +178,43 @@ def test_report_ranks_best_and_worst():
     assert best.count("| 1.000 |") == 6  # the six right answers come first
     assert "Training loss" not in md and html.count("<svg") == 2
     assert isinstance(pl.DataFrame(table), pl.DataFrame)
+
+
+class _FakeAnsweringTeacher:
+    """Answers with the last word of the question, except for questions holding 'skip' (empty JSON)."""
+
+    def chat(self, messages, *, model, temperature, seed, max_tokens):
+        question = messages[-1]["content"].split("Question:")[1].split("\n")[0].strip()
+        value = {} if "skip" in question else {"answer": question.rstrip("?").split()[-1]}
+        return {"content": json.dumps(value), "finish_reason": "stop", "usage": {}}
+
+
+def test_teacher_reference_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_TEACHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILL_TEACHER_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    prompt = str(evaluate.Path(__file__).parents[2] / "prompts/reference_answer.yaml")
+    items = expand_items(
+        [
+            {"context": "c", "question": "Who is Ann?", "answer": "Ann"},
+            {"context": "c", "question": "skip this", "answer": "x"},
+        ],
+        "qa",
+    )
+    answers, info = evaluate.teacher_answers(items, prompt, "offline-teacher", 0, _FakeAnsweringTeacher())
+    assert answers == ["Ann", ""]
+    assert info["n_unanswered"] == 1 and info["backend"] == "offline"
+    metrics, table = evaluate.score_systems(
+        "qa", items, {"student": ["Ann", "y"], "baseline": ["x", "x"], "teacher": answers}
+    )
+    assert metrics["teacher"] == {"exact_match": 0.5, "token_f1": 0.5}
+    assert "teacher_prediction" in table.columns
+    metrics |= {
+        "gold_test": "g",
+        "baseline_definition": "d",
+        "baseline_answer": "x",
+        "teacher_reference": info,
+    }
+    md, html = evaluate.render_report(metrics, table, "s", [])
+    assert "| teacher | 0.500 | 0.500 |" in md and "Student vs baseline vs teacher" in html
+    assert "1 got no valid answer" in md
