@@ -74,10 +74,26 @@ class TrainParams(_Section):
     seed: int
 
 
+class DiversityParams(_Section):
+    max_texts: int = Field(gt=1)  # seeded sample of training texts for self-BLEU and cosine
+    embedding: Literal["auto", "tfidf", "sentence-transformers"]
+    embedding_model: str | None  # a sentence-transformers name/path; null: the bundled MiniLM if installed
+    reference_texts: str | None  # human texts (JSONL field `text`, or one a line) for MAUVE; null: no MAUVE
+
+
 class EvaluateParams(_Section):
     gold_test: str
+    task: Literal["qa", "multi_turn_qa", "classification", "free_text"]
+    labels: list[str]  # classification: the label words the student generates
     max_new_tokens: int = Field(gt=0)
     batch_size: int = Field(gt=0)
+    teacher_reference: bool  # the teacher answers the test set too (through the engine, cached)
+    teacher_model: str  # the teacher for reference answers and the free_text judge
+    reference_prompt: str
+    judge_prompt: str
+    bootstrap_resamples: int = Field(ge=100)
+    seed: int
+    diversity: DiversityParams
 
 
 class Params(_Section):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dagster_project.dvc_integration.checks import check_definitions, check_results, check_specs
 from dagster_project.dvc_integration.metadata import output_metadata
 from dagster_project.dvc_integration.project import (
     DvcStage,
@@ -33,7 +34,15 @@ def materialization_parts(root: Path, stage: DvcStage) -> tuple[str | None, dict
 
 
 def _build_one(root: Path, stage: DvcStage, spec: dg.AssetSpec, pool: str | None) -> dg.AssetsDefinition:
-    @dg.multi_asset(specs=[spec], name=f"dvc_{stage.name}", pool=pool, op_tags={"dvc/stage": stage.name})
+    checks = check_definitions(stage.dagster_meta)
+
+    @dg.multi_asset(
+        specs=[spec],
+        check_specs=check_specs(spec.key, checks),
+        name=f"dvc_{stage.name}",
+        pool=pool,
+        op_tags={"dvc/stage": stage.name},
+    )
     def _asset(context: dg.AssetExecutionContext, dvc: DvcCliResource):
         context.log.info(f"dvc --wait-for-lock repro --single-item {stage.name}")
         dvc.repro(stage.name, log=context.log.info)
@@ -46,6 +55,8 @@ def _build_one(root: Path, stage: DvcStage, spec: dg.AssetSpec, pool: str | None
             tags={**tags, SOURCE_TAG: "dagster"},
             metadata=metadata,
         )
+        # Checks declared in dvc.yaml `meta.dagster.checks`, over the outputs as they are now.
+        yield from check_results(Path(dvc.project_dir), spec.key, checks)
 
     return _asset
 

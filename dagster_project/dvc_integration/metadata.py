@@ -78,7 +78,8 @@ def output_metadata(root: Path, outs: tuple[str, ...], preview: str | None = Non
                 numbers.update({f"{f.stem}/{k}": v for k, v in _flatten(json.loads(f.read_text())).items()})
             except (json.JSONDecodeError, OSError):
                 continue
-    for k in sorted(numbers)[:MAX_NUMBERS]:
+    # Shallow keys first (the headline figures), then deeper breakdowns, up to MAX_NUMBERS.
+    for k in sorted(numbers, key=lambda k: (k.count("."), k))[:MAX_NUMBERS]:
         v = numbers[k]
         meta[k] = dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v))
     meta["size_bytes"] = dg.MetadataValue.int(sum(f.stat().st_size for f in files))

@@ -20,6 +20,7 @@ from dagster._core.definitions.data_version import (
 )
 
 from dagster_project.dvc_integration.assets import LOCK_ENTRY_TAG, SOURCE_TAG, materialization_parts
+from dagster_project.dvc_integration.checks import check_definitions, check_evaluations
 from dagster_project.dvc_integration.project import (
     DvcStage,
     code_version_from_lock,
@@ -42,8 +43,9 @@ def _git_commit(root: Path) -> str | None:
 
 def expected_events(
     root: Path, stages: list[DvcStage], translator: DvcTranslator, instance: dg.DagsterInstance
-) -> list[dg.AssetMaterialization]:
-    """Runless materializations for every stage whose dvc.lock entry Dagster has not recorded."""
+) -> list[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Runless materializations for every stage whose dvc.lock entry Dagster has not recorded, each
+    followed by the evaluations of the stage's declared checks (`meta.dagster.checks`)."""
     lock = read_lock(root)
     by_name = {s.name: s for s in stages}
     commit = None
@@ -80,6 +82,7 @@ def expected_events(
         if commit:
             tags["dvc/git_commit"] = commit
         events.append(dg.AssetMaterialization(asset_key=key, tags=tags, metadata=metadata))
+        events.extend(check_evaluations(root, key, check_definitions(stage.dagster_meta)))
     return events
 
 
@@ -105,7 +108,8 @@ def build_dvc_lock_sensor(
         events = expected_events(root, stages, translator, context.instance)
         if not events:
             return dg.SkipReason("dvc.lock matches what Dagster recorded")
-        context.log.info(f"reconciling {len(events)} asset(s) from dvc.lock")
+        n = sum(isinstance(e, dg.AssetMaterialization) for e in events)
+        context.log.info(f"reconciling {n} asset(s) from dvc.lock")
         return dg.SensorResult(asset_events=events)
 
     return dvc_lock_sensor

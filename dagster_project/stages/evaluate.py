@@ -1,20 +1,28 @@
-"""Stage `evaluate`: the student against a trivial baseline on the held-out gold QA set.
+"""Stage `evaluate`: the student vs a trivial baseline (and optionally the teacher) on a held-out gold set.
 
-Reads the `evaluate` section of params.yaml, the checkpoint in `--student`, the training split in
-`--data` (for the baseline) and the gold test set (`evaluate.gold_test`, JSON lines with id, context,
-question, answer, category). Writes three files into `--out`, each atomically:
+Reads the `evaluate` section of params.yaml, the checkpoint in `--student` (and its train_log.json for
+the loss curve), the training split in `--data` (baseline and diversity figures) and the gold test set
+(`evaluate.gold_test`, JSON lines; fields per task kind in `eval_tasks`). `evaluate.task` picks the task
+kind: qa (offline default) | multi_turn_qa | classification | free_text (teacher-as-judge).
+Writes into `--out`, each file atomically:
 
-- `metrics.json`: {"student": {"exact_match", "token_f1"}, "baseline": {...}, "n_test", "per_category"}
-- `report.md`: headline table, per-category breakdown, the 10 best and 10 worst student answers
-- `predictions.parquet`: id, question, answer, prediction, baseline_prediction, em, f1, category
+- `metrics.json` (DVC metrics): {"task", "n_test", "student": {...}, "baseline": {...}, ["teacher"],
+  "per_category", "diversity", ...}; for qa `student.exact_match` / `student.token_f1`
+- `report.md` and `report.html` (self-contained, inline SVG charts): headline, per category, confusion
+  matrix (classification), training loss, diversity of the training data, the 10 best and worst answers
+- `predictions.parquet`: id, turn, category, question, answer, prediction, baseline_prediction,
+  [teacher_prediction], score and the task's per-item figures
+- `plots/*.csv`: DVC plot data (headline, per_category, confusion, train_loss)
 
 The student answers by greedy decoding (batched, left-padded, KV cache) from the same prompt format
-the train stage used, stopping at end-of-text or a newline. The baseline answers every question with
-the most frequent answer of the training split.
+the train stage used, stopping at end-of-text or a newline. The baseline answers every item with the
+most frequent answer of the training split. With `evaluate.teacher_reference` the teacher answers the
+same items through the teacher engine (cached) with `evaluate.reference_prompt`.
 """
 
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,9 +33,27 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from dagster_project.metrics import aggregate, score_pairs
+from dagster_project.metrics.diversity import (
+    distinct_n,
+    entity_entropy_of_texts,
+    mauve,
+    mean_pairwise_cosine,
+    resolve_embedder,
+    self_bleu,
+)
 from dagster_project.stages.common import load_stage_params, stage_parser, write_json
+from dagster_project.stages.eval_tasks import expand_items, summarize
+from dagster_project.stages.report import (
+    bar_chart_svg,
+    confusion_svg,
+    line_chart_svg,
+    render_html,
+    render_markdown,
+    write_csv,
+)
 from dagster_project.stages.train import format_prompt
+from dagster_project.teacher.engine import TeacherEngine, TeacherRequest
+from dagster_project.teacher.prompts import load_prompt
 
 BASELINE_DEFINITION = (
     "most frequent answer: the answer string that occurs most often in the training split "
@@ -97,138 +123,521 @@ def generate_answers(
     return answers
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table; floats shown with 3 decimals, pipes and newlines escaped."""
-
-    def cell(v: Any) -> str:
-        text = f"{v:.3f}" if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+# ------------------------------------------------------------------------------------------ the teacher
 
 
-def render_report(metrics: Mapping[str, Any], predictions: pl.DataFrame, student_path: str) -> str:
-    """report.md: headline, per-category breakdown, the 10 best and 10 worst student answers."""
-    s, b = metrics["student"], metrics["baseline"]
-    parts = [
-        "# Evaluation report",
-        f"Student `{student_path}` on {metrics['n_test']} held-out gold questions "
-        f"(`{metrics['gold_test']}`). Metrics: SQuAD-style exact match and token F1 after normalization "
-        "(lowercase, no punctuation, no articles a/an/the, collapsed whitespace).",
-        f'Baseline: {metrics["baseline_definition"]} (here: "{metrics["baseline_answer"]}").',
-        "## Headline",
-        _table(
-            ["system", "exact match", "token F1"],
-            [["student", s["exact_match"], s["token_f1"]], ["baseline", b["exact_match"], b["token_f1"]]],
-        ),
-        "## Per category",
-        _table(
-            ["category", "n", "student EM", "student F1", "baseline EM", "baseline F1"],
-            [
-                [c, m["n"], m["student"]["exact_match"], m["student"]["token_f1"]]
-                + [m["baseline"]["exact_match"], m["baseline"]["token_f1"]]
-                for c, m in sorted(metrics["per_category"].items())
-            ],
-        ),
+def teacher_answers(
+    items: Sequence[Mapping[str, Any]], prompt_path: str, model: str, seed: int, teacher: Any = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Reference answers of the teacher (through the teacher engine and its cache) for every item.
+
+    An item the teacher could not answer (every sample rejected, e.g. by the offline teacher, which only
+    speaks the synthesis prompt) gets "" and is counted in `n_unanswered`.
+    """
+    prompt = load_prompt(prompt_path)
+    requests = [
+        TeacherRequest.from_prompt(
+            prompt, model=model, seed=seed, context=it["context"], question=it["question"]
+        )
+        for it in items
     ]
-    columns = ["id", "category", "question", "answer", "prediction", "f1"]
-    ranked = predictions.with_row_index("_i")
-    best = ranked.sort(["f1", "em", "_i"], descending=[True, True, False]).head(10)
-    worst = ranked.sort(["f1", "em", "_i"], descending=[False, False, False]).head(10)
-    for title, frame in (("10 best student answers", best), ("10 worst student answers", worst)):
-        parts += [f"## {title}", _table(columns, frame.select(columns).rows())]
-    return "\n\n".join(parts) + "\n"
+    engine = TeacherEngine(max_attempts=1, teacher=teacher)
+    try:
+        results = engine.run(requests)
+    finally:
+        engine.cache.close()
+    answers = [str((r.value or {}).get("answer", "")).strip() if r.ok else "" for r in results]
+    info = {"model": model, "backend": engine.backend_kind, "prompt": prompt_path}
+    return answers, info | {"n_unanswered": sum(not r.ok for r in results)}
 
 
-def evaluate_student(
-    student_dir: str | Path,
-    gold_rows: Sequence[Mapping[str, Any]],
-    train_answers: Sequence[str],
-    max_new_tokens: int,
-    batch_size: int,
+def teacher_judge(prompt_path: str, model: str, seed: int, teacher: Any = None):
+    """A judge callable for `free_text`: the teacher labels each answer a success (True) or not (False).
+
+    The judge prompt gets `context`, `question`, `answer` (the system's) and `reference` (gold, may be
+    empty) and must return {"success": bool, ...}; an answer with no valid verdict is None (unjudged).
+    """
+    prompt = load_prompt(prompt_path)
+
+    def judge(items: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> list[bool | None]:
+        requests = [
+            TeacherRequest.from_prompt(
+                prompt,
+                model=model,
+                seed=seed,
+                context=it["context"],
+                question=it["question"],
+                answer=pred,
+                reference=str(it.get("reference") or ""),
+            )
+            for it, pred in zip(items, predictions, strict=True)
+        ]
+        engine = TeacherEngine(max_attempts=1, teacher=teacher)
+        try:
+            results = engine.run(requests)
+        finally:
+            engine.cache.close()
+        return [bool(r.value.get("success")) if r.ok and isinstance(r.value, dict) else None for r in results]
+
+    return judge
+
+
+# ------------------------------------------------------------------------------------------- diversity
+
+
+def diversity_figures(
+    texts: Sequence[str],
+    max_texts: int,
+    embedding: str,
+    embedding_model: str | None,
+    reference_texts: Sequence[str] | None,
+    seed: int,
+) -> dict[str, Any]:
+    """Diversity of the training texts: distinct-1/2, self-BLEU-4 (sampled), entity entropy, mean pairwise
+    cosine, and MAUVE against `reference_texts` (only when given). `backends` names what produced each."""
+    texts = [t for t in texts if t and t.strip()]
+    out: dict[str, Any] = {"n_texts": len(texts)}
+    if len(texts) < 2:
+        return out | {"note": "fewer than two texts: no diversity figures"}
+    if len(texts) > max_texts:
+        keep = sorted(random.Random(seed).sample(range(len(texts)), max_texts))
+        sample = [texts[i] for i in keep]
+    else:
+        sample = list(texts)
+    embedder = resolve_embedder(embedding_model, embedding)  # type: ignore[arg-type]
+    bleu = self_bleu(sample, max_n=4, max_hypotheses=min(500, len(sample)), seed=seed)
+    entities = entity_entropy_of_texts(texts)
+    cosine = mean_pairwise_cosine(sample, embedder, max_texts=None, seed=seed)
+    out |= {
+        "n_sampled": len(sample),
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "self_bleu_4": bleu.scores[4],
+        "entity_entropy_bits": entities.entropy_bits,
+        "n_entities_unique": entities.n_unique,
+        "mean_pairwise_cosine": cosine.mean_cosine,
+        "backends": {
+            "distinct_n": "whole set, lowercase word tokens",
+            "self_bleu_4": f"own NLTK-equivalent BLEU, {bleu.n_hypotheses} sampled hypotheses (seed {seed})",
+            "entity_entropy": entities.backend,
+            "mean_pairwise_cosine": cosine.backend,
+        },
+    }
+    if reference_texts:
+        result = mauve(sample, list(reference_texts), embedder, seed=seed)
+        out["mauve"] = result.mauve
+        out["backends"]["mauve"] = (
+            f"{result.backend}, {result.num_buckets} buckets, scaling {result.scaling_factor}"
+        )
+    return out
+
+
+def load_texts(path: str | Path) -> list[str]:
+    """Texts of a JSON-lines file (field `text`, else `question`) or of a plain text file (one a line)."""
+    path = Path(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix in (".jsonl", ".json"):
+        rows = [json.loads(line) for line in lines]
+        return [str(r.get("text", r.get("question", ""))) for r in rows]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def per_category(
+    items: Sequence[Mapping[str, Any]], scores: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, Any]:
+    """Mean of every numeric per-item figure (but `score`) per category and system, with the count n."""
+    out: dict[str, Any] = {}
+    for category in sorted({it["category"] for it in items}):
+        idx = [i for i, it in enumerate(items) if it["category"] == category]
+        entry: dict[str, Any] = {"n": len(idx)}
+        for system, per_item in scores.items():
+            keys = [k for k, v in per_item[idx[0]].items() if k != "score" and isinstance(v, int | float)]
+            entry[system] = {k: sum(per_item[i][k] for i in idx) / len(idx) for k in keys}
+        out[category] = entry
+    return out
+
+
+def score_systems(
+    task: str,
+    items: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, Sequence[str]],
+    labels: Sequence[str] = (),
+    judge: Any = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
 ) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Score the student and the baseline on `gold_rows`; return (metrics, predictions table)."""
+    """Headline figures, per-category means and the predictions table for each system's answers."""
+    metrics: dict[str, Any] = {"task": task, "n_test": len(items)}
+    scores: dict[str, list[dict[str, Any]]] = {}
+    details: dict[str, Any] = {}
+    for system, preds in predictions.items():
+        headline, per_item = summarize(task, preds, items, labels, judge, n_resamples, seed)
+        if "_details" in headline:
+            details[system] = headline.pop("_details")
+        metrics[system] = headline
+        scores[system] = per_item
+    metrics["per_category"] = per_category(items, scores)
+    if details:
+        metrics["details"] = details
+    student = scores["student"]
+    columns: dict[str, Any] = {
+        "id": [it["id"] for it in items],
+        "turn": [int(it["turn"]) for it in items],
+        "category": [it["category"] for it in items],
+        "question": [it["question"] for it in items],
+        "answer": [_as_text(it["reference"]) for it in items],
+    }
+    for system, preds in predictions.items():
+        columns["prediction" if system == "student" else f"{system}_prediction"] = list(preds)
+    columns["score"] = [float(s["score"]) for s in student]
+    for key in student[0] if student else []:
+        if key != "score":
+            columns[key] = [s[key] for s in student]
+    return metrics, pl.DataFrame(columns)
+
+
+def _as_text(reference: Any) -> str:
+    return reference if isinstance(reference, str) else " | ".join(str(r) for r in reference)
+
+
+# -------------------------------------------------------------------------------------------- report
+
+HEADLINE_KEYS = {
+    "qa": ["exact_match", "token_f1"],
+    "multi_turn_qa": ["exact_match", "token_f1"],
+    "classification": ["accuracy", "macro_f1"],
+    "free_text": ["success_rate"],
+}
+# The per-item figure shown per category (macro-F1 is a set-level figure, so classification shows accuracy).
+CATEGORY_KEY = {
+    "qa": "token_f1",
+    "multi_turn_qa": "token_f1",
+    "classification": "accuracy",
+    "free_text": "success_rate",
+}
+METRIC_NOTES = {
+    "qa": "SQuAD-style exact match and token F1 after normalization (lowercase, no punctuation, no articles "
+    "a/an/the, collapsed whitespace), max over the gold answers.",
+    "multi_turn_qa": "CoQA/QuAC-style per-turn token F1 and exact match with the gold history in the "
+    "prompt; means over all turns.",
+    "classification": "the student's generated words mapped onto the label list (first label mentioned; "
+    "none: <invalid>, counted wrong); accuracy, macro-F1 over the labels, confusion matrix.",
+    "free_text": "the teacher as judge labels each answer a success or not; success rate with a 95% "
+    "percentile-bootstrap interval (unjudged answers counted separately).",
+}
+
+
+def systems_of(metrics: Mapping[str, Any]) -> list[str]:
+    return [s for s in ("student", "baseline", "teacher") if s in metrics]
+
+
+def report_sections(
+    metrics: Mapping[str, Any], table: pl.DataFrame, student_path: str, loss_history: Sequence[Mapping]
+) -> list[dict[str, Any]]:
+    """The report as sections of paragraphs, tables and SVG charts (rendered to report.md and .html)."""
+    task = metrics["task"]
+    systems = systems_of(metrics)
+    keys = HEADLINE_KEYS[task]
+    intro = [
+        (
+            "p",
+            f"Student `{student_path}` on {metrics['n_test']} held-out gold items "
+            f"(`{metrics['gold_test']}`), "
+            f"task `{task}`. Metrics: {METRIC_NOTES[task]}",
+        ),
+        ("p", f'Baseline: {metrics["baseline_definition"]} (here: "{metrics["baseline_answer"]}").'),
+    ]
+    if "teacher_reference" in metrics:
+        t = metrics["teacher_reference"]
+        intro.append(
+            (
+                "p",
+                f"Teacher reference: `{t['model']}` ({t['backend']}, prompt `{t['prompt']}`) answered "
+                f"the same "
+                f"items; {t['n_unanswered']} got no valid answer (scored as empty).",
+            )
+        )
+    headline_rows = [[s] + [metrics[s].get(k, float("nan")) for k in keys] for s in systems]
+    if task == "free_text":
+        headline_rows = [
+            [
+                s,
+                metrics[s]["success_rate"],
+                f"[{metrics[s]['success_ci_low']:.3f}, {metrics[s]['success_ci_high']:.3f}]",
+            ]
+            for s in systems
+        ]
+    sections: list[dict[str, Any]] = [
+        {"title": "Setup", "blocks": intro},
+        {
+            "title": "Headline",
+            "blocks": [
+                (
+                    "table",
+                    ["system", *keys] if task != "free_text" else ["system", "success_rate", "95% CI"],
+                    headline_rows,
+                ),
+                (
+                    "svg",
+                    bar_chart_svg(
+                        "Student vs baseline" + (" vs teacher" if "teacher" in systems else ""),
+                        keys,
+                        {s: [metrics[s].get(k, float("nan")) for k in keys] for s in systems},
+                    ),
+                    "headline",
+                ),
+            ],
+        },
+    ]
+    cats = metrics["per_category"]
+    main_key = CATEGORY_KEY[task]
+    cat_keys = [k for k in keys if k in next(iter(cats.values()))["student"]]  # per-item figures only
+    cat_rows = [
+        [c, m["n"]] + [m[s].get(k, float("nan")) for s in systems for k in cat_keys]
+        for c, m in sorted(cats.items())
+    ]
+    sections.append(
+        {
+            "title": "Per category",
+            "blocks": [
+                ("table", ["category", "n"] + [f"{s} {k}" for s in systems for k in cat_keys], cat_rows),
+                (
+                    "svg",
+                    bar_chart_svg(
+                        f"{main_key} per category",
+                        sorted(cats),
+                        {s: [cats[c][s].get(main_key, float("nan")) for c in sorted(cats)] for s in systems},
+                        width=max(560, 90 * len(cats)),
+                    ),
+                    "per category",
+                ),
+            ],
+        }
+    )
+    for system, detail in (metrics.get("details") or {}).items():
+        cm = detail["confusion"]
+        sections.append(
+            {
+                "title": f"Confusion matrix ({system})",
+                "blocks": [
+                    (
+                        "table",
+                        ["gold \\ predicted", *cm["col_labels"]],
+                        [[r, *row] for r, row in zip(cm["row_labels"], cm["counts"], strict=True)],
+                    ),
+                    (
+                        "svg",
+                        confusion_svg(
+                            f"{system}: gold vs predicted", cm["row_labels"], cm["col_labels"], cm["counts"]
+                        ),
+                        "confusion",
+                    ),
+                ],
+            }
+        )
+    if loss_history:
+        sections.append(
+            {
+                "title": "Training loss",
+                "blocks": [
+                    ("p", "From assets/student/train_log.json (loss_history), one point per logged step."),
+                    (
+                        "svg",
+                        line_chart_svg(
+                            "training loss",
+                            [h["step"] for h in loss_history],
+                            [h["loss"] for h in loss_history],
+                        ),
+                        "training loss",
+                    ),
+                ],
+            }
+        )
+    div = metrics.get("diversity")
+    if div and "distinct_1" in div:
+        rows = [
+            ["distinct-1", div["distinct_1"], div["backends"]["distinct_n"]],
+            ["distinct-2", div["distinct_2"], div["backends"]["distinct_n"]],
+            ["self-BLEU-4 (lower = more diverse)", div["self_bleu_4"], div["backends"]["self_bleu_4"]],
+            ["entity entropy (bits)", div["entity_entropy_bits"], div["backends"]["entity_entropy"]],
+            [
+                "mean pairwise cosine (lower = more diverse)",
+                div["mean_pairwise_cosine"],
+                div["backends"]["mean_pairwise_cosine"],
+            ],
+        ]
+        if "mauve" in div:
+            rows.append(["MAUVE vs reference", div["mauve"], div["backends"]["mauve"]])
+        sections.append(
+            {
+                "title": "Diversity of the training data",
+                "blocks": [
+                    (
+                        "p",
+                        f"Over the {div['n_texts']} training questions ({div['n_sampled']} sampled "
+                        "for self-BLEU "
+                        "and cosine). Figures from different backends are not comparable."
+                        + ("" if "mauve" in div else " MAUVE: no reference set configured."),
+                    ),
+                    ("table", ["figure", "value", "backend"], rows),
+                ],
+            }
+        )
+    columns = [
+        c for c in ["id", "category", "question", "answer", "prediction", "score"] if c in table.columns
+    ]
+    ranked = table.with_row_index("_i")
+    best = ranked.sort(["score", "_i"], descending=[True, False]).head(10)
+    worst = ranked.sort(["score", "_i"], descending=[False, False]).head(10)
+    for title, frame in (("10 best student answers", best), ("10 worst student answers", worst)):
+        sections.append({"title": title, "blocks": [("table", columns, frame.select(columns).rows())]})
+    return sections
+
+
+def render_report(
+    metrics: Mapping[str, Any], table: pl.DataFrame, student_path: str, loss_history: Sequence[Mapping] = ()
+) -> tuple[str, str]:
+    """(report.md, report.html) of the evaluation."""
+    sections = report_sections(metrics, table, student_path, loss_history)
+    return render_markdown("Evaluation report", sections), render_html("Evaluation report", sections)
+
+
+def plot_files(
+    metrics: Mapping[str, Any], table: pl.DataFrame, loss_history: Sequence[Mapping]
+) -> dict[str, str]:
+    """The DVC plot data files (CSV): headline bars, per-category bars, confusion rows, training loss.
+
+    `confusion.csv` holds one row per item (actual, predicted): the gold and predicted label for
+    classification, otherwise the category and the outcome (exact / partial / wrong, or success / fail).
+    """
+    task = metrics["task"]
+    systems = systems_of(metrics)
+    keys = HEADLINE_KEYS[task]
+    headline = [
+        {"metric": f"{s} {k}", "system": s, "value": metrics[s].get(k)} for s in systems for k in keys
+    ]
+    per_cat = [
+        {"category": c, "system": s, "value": m[s].get(CATEGORY_KEY[task])}
+        for c, m in sorted(metrics["per_category"].items())
+        for s in systems
+    ]
+    if task == "classification":
+        confusion = [
+            {"actual": a, "predicted": p} for a, p in zip(table["answer"], table["label"], strict=True)
+        ]
+    elif task == "free_text":
+        confusion = [
+            {"actual": c, "predicted": "success" if s >= 1.0 else "fail"}
+            for c, s in zip(table["category"], table["score"], strict=True)
+        ]
+    else:
+        confusion = [
+            {"actual": c, "predicted": "exact" if e >= 1.0 else ("partial" if f > 0 else "wrong")}
+            for c, e, f in zip(table["category"], table["exact_match"], table["token_f1"], strict=True)
+        ]
+    loss = [{"step": h["step"], "loss": h["loss"]} for h in loss_history]
+    return {
+        "headline.csv": write_csv(headline, ["metric", "system", "value"]),
+        "per_category.csv": write_csv(per_cat, ["category", "system", "value"]),
+        "confusion.csv": write_csv(confusion, ["actual", "predicted"]),
+        "train_loss.csv": write_csv(loss, ["step", "loss"]),
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_outputs(
+    out_dir: str | Path,
+    metrics: Mapping[str, Any],
+    table: pl.DataFrame,
+    report_md: str,
+    report_html: str,
+    plots: Mapping[str, str],
+) -> None:
+    """Write metrics.json, report.md/.html, predictions.parquet and plots/*.csv, each by temp + rename."""
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", metrics)
+    _write_text(out_dir / "report.md", report_md)
+    _write_text(out_dir / "report.html", report_html)
+    for name, text in plots.items():
+        _write_text(out_dir / "plots" / name, text)
+    tmp = out_dir / f".predictions.parquet.tmp-{os.getpid()}"
+    table.write_parquet(tmp)
+    tmp.replace(out_dir / "predictions.parquet")
+
+
+def load_student(student_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     model = AutoModelForCausalLM.from_pretrained(student_dir)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    predictions = generate_answers(model, tokenizer, gold_rows, max_new_tokens, batch_size)
-    baseline_answer = most_frequent_answer(train_answers)
-    references = [r["answer"] for r in gold_rows]
-    student_scores = score_pairs(predictions, references)
-    baseline_scores = score_pairs([baseline_answer] * len(gold_rows), references)
-
-    per_category: dict[str, Any] = {}
-    for category in sorted({r["category"] for r in gold_rows}):
-        idx = [i for i, r in enumerate(gold_rows) if r["category"] == category]
-        per_category[category] = {
-            "n": len(idx),
-            "student": aggregate(student_scores[i] for i in idx),
-            "baseline": aggregate(baseline_scores[i] for i in idx),
-        }
-    metrics = {
-        "student": aggregate(student_scores),
-        "baseline": aggregate(baseline_scores),
-        "n_test": len(gold_rows),
-        "per_category": per_category,
-        "baseline_definition": BASELINE_DEFINITION,
-        "baseline_answer": baseline_answer,
-    }
-    table = pl.DataFrame(
-        {
-            "id": [str(r["id"]) for r in gold_rows],
-            "question": [r["question"] for r in gold_rows],
-            "answer": references,
-            "prediction": predictions,
-            "baseline_prediction": [baseline_answer] * len(gold_rows),
-            "em": [s["exact_match"] for s in student_scores],
-            "f1": [s["token_f1"] for s in student_scores],
-            "category": [r["category"] for r in gold_rows],
-        },
-        schema_overrides={"em": pl.Float64, "f1": pl.Float64},
-    )
-    return metrics, table
-
-
-def write_outputs(out_dir: str | Path, metrics: Mapping[str, Any], table: pl.DataFrame, report: str) -> None:
-    """Write metrics.json, report.md and predictions.parquet into `out_dir`, each by temp file + rename."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", metrics)
-    tmp = out_dir / f".report.md.tmp-{os.getpid()}"
-    tmp.write_text(report, encoding="utf-8")
-    tmp.replace(out_dir / "report.md")
-    tmp = out_dir / f".predictions.parquet.tmp-{os.getpid()}"
-    table.write_parquet(tmp)
-    tmp.replace(out_dir / "predictions.parquet")
+    return model, tokenizer
 
 
 def main() -> None:
     """`python -m dagster_project.stages.evaluate --params params.yaml --student ... --data ... --out ...`."""
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--student", required=True, help="checkpoint folder (from_pretrained-loadable)")
-    parser.add_argument("--data", required=True, help="folder with train.parquet (for the baseline)")
+    parser.add_argument("--data", required=True, help="folder with train.parquet (baseline and diversity)")
     parser.add_argument("--out", required=True, help="report folder to write")
     args = parser.parse_args()
     params = load_stage_params(args.params, "evaluate")
-    gold_path = params["gold_test"]
-    max_new_tokens = params["max_new_tokens"]
-    batch_size = params["batch_size"]
+    # Every key is read up front, also the ones this task does not use (a stage reads what it declares).
+    gold_path, task, labels = params["gold_test"], params["task"], list(params["labels"])
+    max_new_tokens, batch_size = params["max_new_tokens"], params["batch_size"]
+    teacher_reference, teacher_model = params["teacher_reference"], params["teacher_model"]
+    reference_prompt, judge_prompt = params["reference_prompt"], params["judge_prompt"]
+    n_resamples, seed = params["bootstrap_resamples"], params["seed"]
+    div = params["diversity"]
+    div_max, div_embedding = div["max_texts"], div["embedding"]
+    div_model, div_reference = div["embedding_model"], div["reference_texts"]
 
     gold_rows = load_gold(gold_path)
     if not gold_rows:
         raise SystemExit(f"error: {gold_path} has no rows.")
-    train_answers = pl.read_parquet(Path(args.data) / "train.parquet", columns=["answer"])["answer"].to_list()
-    metrics, table = evaluate_student(args.student, gold_rows, train_answers, max_new_tokens, batch_size)
-    metrics = {**metrics, "gold_test": gold_path}
-    write_outputs(args.out, metrics, table, render_report(metrics, table, args.student))
-    s, b = metrics["student"], metrics["baseline"]
-    print(
-        f"evaluate: {metrics['n_test']} questions; student EM {s['exact_match']:.3f} F1 {s['token_f1']:.3f}; "
-        f"baseline EM {b['exact_match']:.3f} F1 {b['token_f1']:.3f}; wrote {args.out}"
+    items = expand_items(gold_rows, task)
+    train = pl.read_parquet(Path(args.data) / "train.parquet")
+    baseline_answer = most_frequent_answer(train["answer"].to_list() if "answer" in train.columns else [])
+
+    model, tokenizer = load_student(args.student)
+    predictions = {
+        "student": generate_answers(model, tokenizer, items, max_new_tokens, batch_size),
+        "baseline": [baseline_answer] * len(items),
+    }
+    teacher_info = None
+    if teacher_reference:
+        predictions["teacher"], teacher_info = teacher_answers(items, reference_prompt, teacher_model, seed)
+    judge = teacher_judge(judge_prompt, teacher_model, seed) if task == "free_text" else None
+    metrics, table = score_systems(task, items, predictions, labels, judge, n_resamples, seed)
+    metrics |= {
+        "gold_test": gold_path,
+        "baseline_definition": BASELINE_DEFINITION,
+        "baseline_answer": baseline_answer,
+    }
+    if teacher_info:
+        metrics["teacher_reference"] = teacher_info
+    text_column = next((c for c in ("question", "text") if c in train.columns), None)
+    texts = train[text_column].to_list() if text_column else []
+    reference_texts = load_texts(div_reference) if div_reference else None
+    metrics["diversity"] = diversity_figures(texts, div_max, div_embedding, div_model, reference_texts, seed)
+
+    log_path = Path(args.student) / "train_log.json"
+    loss_history = json.loads(log_path.read_text()).get("loss_history", []) if log_path.exists() else []
+    report_md, report_html = render_report(metrics, table, args.student, loss_history)
+    write_outputs(args.out, metrics, table, report_md, report_html, plot_files(metrics, table, loss_history))
+    heads = "; ".join(
+        f"{s} " + " ".join(f"{k} {metrics[s][k]:.3f}" for k in HEADLINE_KEYS[task])
+        for s in systems_of(metrics)
     )
+    print(f"evaluate: {metrics['n_test']} items ({task}); {heads}; wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,20 @@ TINY_TRAIN = {
     "answer_swap_prob": 0.5,
     "seed": 0,
 }
-TINY_EVALUATE = {"gold_test": "data/gold_test.jsonl", "max_new_tokens": 4, "batch_size": 8}
+TINY_EVALUATE = {
+    "gold_test": "data/gold_test.jsonl",
+    "task": "qa",
+    "labels": [],
+    "max_new_tokens": 4,
+    "batch_size": 8,
+    "teacher_reference": False,
+    "teacher_model": "offline-teacher",
+    "reference_prompt": "prompts/reference_answer.yaml",
+    "judge_prompt": "prompts/judge_success.yaml",
+    "bootstrap_resamples": 200,
+    "seed": 0,
+    "diversity": {"max_texts": 50, "embedding": "tfidf", "embedding_model": None, "reference_texts": None},
+}
 
 
 def _rows(n: int, seed: int) -> list[dict[str, str]]:
@@ -118,7 +131,8 @@ def test_train_then_evaluate(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> N
         ],
         monkeypatch,
     )
-    assert accessed == {f"evaluate.{k}" for k in TINY_EVALUATE}
+    assert {k for k in accessed if k.count(".") == 1} == {f"evaluate.{k}" for k in TINY_EVALUATE}
+    assert {f"evaluate.diversity.{k}" for k in TINY_EVALUATE["diversity"]} <= accessed
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == 6
@@ -130,7 +144,8 @@ def test_train_then_evaluate(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     predictions = pl.read_parquet(out / "predictions.parquet")
     assert predictions.columns == [
-        "id", "question", "answer", "prediction", "baseline_prediction", "em", "f1", "category",
+        "id", "turn", "category", "question", "answer", "prediction", "baseline_prediction", "score",
+        "exact_match", "token_f1",
     ]  # fmt: skip
     assert predictions.height == 6
     # The baseline is the most frequent training answer, the same for every question.
@@ -140,8 +155,17 @@ def test_train_then_evaluate(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> N
     ]
 
     report = (out / "report.md").read_text()
-    for heading in ("## Headline", "## Per category", "## 10 best", "## 10 worst"):
+    for heading in ("## Headline", "## Per category", "## 10 best", "## 10 worst", "## Training loss"):
         assert heading in report
+    assert "data:image/svg+xml;base64," in report
+    assert "## Diversity of the training data" in report and "tfidf" in report
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 3 and "<script" not in html and "http" not in html.split("<svg")[0]
+    assert metrics["diversity"]["backends"]["mean_pairwise_cosine"] == "tfidf"
+    for name in ("headline", "per_category", "confusion", "train_loss"):
+        lines = (out / "plots" / f"{name}.csv").read_text().splitlines()
+        assert len(lines) >= 2, name
+    assert (out / "plots/headline.csv").read_text().splitlines()[0] == "metric,system,value"
     shutil.rmtree(recipe / "assets" / "student")
 
 

@@ -1,0 +1,220 @@
+"""Task kinds of the evaluate stage, the report and the plot files, on small hand-computed inputs."""
+
+import json
+import math
+
+import polars as pl
+import pytest
+
+from dagster_project.stages import eval_tasks, evaluate, report
+from dagster_project.stages.eval_tasks import expand_items, score_free_text, summarize
+
+
+def test_qa_items_and_scores():
+    rows = [
+        {"id": "a", "context": "c1", "question": "q1", "answer": "Paris", "category": "city"},
+        {"id": "b", "context": "c2", "question": "q2", "answer": ["the red fox", "fox"]},
+    ]
+    items = expand_items(rows, "qa")
+    assert [it["category"] for it in items] == ["city", "all"]
+    headline, per_item = summarize("qa", ["paris", "red dog"], items)
+    # item 1: exact (normalised). item 2: "red dog" vs "red fox" -> P = R = 1/2, F1 0.5; vs "fox" -> 0.
+    assert per_item[0] == {"exact_match": 1.0, "token_f1": 1.0, "score": 1.0}
+    assert per_item[1]["token_f1"] == pytest.approx(0.5) and per_item[1]["exact_match"] == 0.0
+    assert headline == {"exact_match": 0.5, "token_f1": pytest.approx(0.75)}
+
+
+def test_multi_turn_items_carry_the_gold_history():
+    rows = [
+        {
+            "id": "conv",
+            "context": "Ann lives in Rome. She is 30.",
+            "turns": [
+                {"question": "Where does Ann live?", "answer": "Rome"},
+                {"question": "Age?", "answer": "30"},
+            ],
+        }
+    ]
+    items = expand_items(rows, "multi_turn_qa")
+    assert [it["turn"] for it in items] == [0, 1]
+    assert items[0]["context"] == "Ann lives in Rome. She is 30."
+    assert items[1]["context"] == "Ann lives in Rome. She is 30.\nQ: Where does Ann live? A: Rome"
+    headline, per_item = summarize("multi_turn_qa", ["Rome", "thirty"], items)
+    assert [p["token_f1"] for p in per_item] == [1.0, 0.0]
+    assert headline == {"exact_match": 0.5, "token_f1": 0.5, "n_turns": 2, "n_conversations": 1}
+
+
+def test_classification_maps_label_words():
+    rows = [
+        {"text": "great film", "label": "positive"},
+        {"text": "awful", "label": "negative"},
+        {"text": "meh", "label": "negative"},
+        {"text": "fine", "label": "positive"},
+    ]
+    items = expand_items(rows, "classification")
+    assert items[0]["question"] == eval_tasks.DEFAULT_CLASSIFICATION_QUESTION
+    generated = ["Positive!", "positive", "it is negative", "no idea"]
+    headline, per_item = summarize("classification", generated, items, labels=["positive", "negative"])
+    # mapped: positive, positive, negative, <invalid>; correct: 1, 0, 1, 0.
+    assert [p["label"] for p in per_item] == ["positive", "positive", "negative", "<invalid>"]
+    assert headline["accuracy"] == 0.5 and headline["invalid_rate"] == 0.25
+    # positive: TP 1, FP 1, FN 1 -> P = R = F1 = 0.5; negative: TP 1, FP 0, FN 1 -> P 1, R 0.5, F1 2/3.
+    assert headline["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert headline["_details"]["confusion"]["counts"] == [[1, 0, 1], [1, 1, 0]]
+    with pytest.raises(ValueError):
+        summarize("classification", generated, items, labels=[])
+
+
+def test_free_text_success_rate_with_interval():
+    summary, per_item = score_free_text([True, True, False, None], n_resamples=500, seed=1)
+    assert summary["success_rate"] == pytest.approx(2 / 3)
+    assert summary["n_unjudged"] == 1
+    assert 0.0 <= summary["success_ci_low"] <= 2 / 3 <= summary["success_ci_high"] <= 1.0
+    assert per_item == [1.0, 1.0, 0.0, 0.0]
+    assert math.isnan(score_free_text([None])[0]["success_rate"])
+
+
+def test_free_text_needs_a_judge_and_uses_it():
+    items = expand_items([{"context": "c", "question": "Say hi", "answer": "hi"}] * 2, "free_text")
+    with pytest.raises(ValueError):
+        summarize("free_text", ["hi", "bye"], items)
+    headline, per_item = summarize(
+        "free_text", ["hi", "bye"], items, judge=lambda its, preds: [p == "hi" for p in preds]
+    )
+    assert headline["success_rate"] == 0.5 and [p["score"] for p in per_item] == [1.0, 0.0]
+
+
+class _FakeJudgeTeacher:
+    """A stand-in teacher with the offline teacher's chat interface: success iff the answer says 'yes'."""
+
+    def chat(self, messages, *, model, temperature, seed, max_tokens):
+        text = messages[-1]["content"]
+        answer = text.split("Answer to judge:")[1].split("\n")[0].strip()
+        content = json.dumps({"success": answer == "yes", "reason": "fake"})
+        return {
+            "content": content,
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        }
+
+
+def test_teacher_judge_through_the_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_TEACHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILL_TEACHER_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    judge = evaluate.teacher_judge(
+        str(evaluate.Path(__file__).parents[2] / "prompts/judge_success.yaml"),
+        "offline-teacher",
+        0,
+        _FakeJudgeTeacher(),
+    )
+    items = expand_items([{"context": "c", "question": "q"}] * 3, "free_text")
+    assert judge(items, ["yes", "no", "yes"]) == [True, False, True]
+
+
+def test_score_systems_table_and_per_category():
+    rows = [
+        {"id": "1", "context": "c", "question": "q", "answer": "red fox", "category": "x"},
+        {"id": "2", "context": "c", "question": "q", "answer": "owl", "category": "y"},
+    ]
+    items = expand_items(rows, "qa")
+    metrics, table = evaluate.score_systems(
+        "qa", items, {"student": ["fox", "owl"], "baseline": ["owl", "owl"]}
+    )
+    # student: item 1 "fox" vs "red fox": P 1, R 1/2, F1 2/3; item 2 exact.
+    assert metrics["student"]["token_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert metrics["per_category"]["x"] == {
+        "n": 1,
+        "student": {"exact_match": 0.0, "token_f1": pytest.approx(2 / 3)},
+        "baseline": {"exact_match": 0.0, "token_f1": 0.0},
+    }
+    assert table["baseline_prediction"].to_list() == ["owl", "owl"]
+    plots = evaluate.plot_files(metrics, table, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])
+    assert plots["confusion.csv"].splitlines() == ["actual,predicted", "x,partial", "y,exact"]
+    assert plots["train_loss.csv"].splitlines() == ["step,loss", "1,2.0", "2,1.0"]
+    assert plots["headline.csv"].splitlines()[1].startswith("student exact_match,student,0.5")
+
+
+def test_diversity_figures_name_their_backends():
+    texts = ["Where is Rome?", "Where is Paris?", "Who founded Kordel?", "When was Anzanan founded?"]
+    out = evaluate.diversity_figures(texts, max_texts=3, embedding="tfidf", embedding_model=None,
+                                     reference_texts=None, seed=0)  # fmt: skip
+    assert out["n_texts"] == 4 and out["n_sampled"] == 3
+    assert out["backends"]["mean_pairwise_cosine"] == "tfidf"
+    assert out["backends"]["entity_entropy"] == "capitalised-spans"
+    assert "mauve" not in out
+    # distinct-1 over the whole set: 13 tokens ("?" counts), 9 distinct.
+    assert 0 < out["distinct_1"] <= 1 and 0 <= out["self_bleu_4"] <= 1
+    with_ref = evaluate.diversity_figures(texts, 10, "tfidf", None, ["Where is Oslo?", "Who built it?"], 0)
+    assert 0.0 <= with_ref["mauve"] <= 1.0 and "tfidf" in with_ref["backends"]["mauve"]
+    assert evaluate.diversity_figures(["only one"], 10, "tfidf", None, None, 0)["n_texts"] == 1
+
+
+def test_svg_charts_and_html():
+    svg = report.bar_chart_svg("t", ["a", "b"], {"s1": [0.5, 1.0], "s2": [0.0, float("nan")]})
+    assert svg.count('class="bar"') == 4 and svg.startswith("<svg")
+    cm = report.confusion_svg("cm", ["x", "y"], ["x", "y", "<invalid>"], [[1, 0, 2], [0, 3, 0]])
+    assert cm.count('class="cell"') == 6 and "&lt;invalid&gt;" in cm
+    line = report.line_chart_svg("loss", [1, 2, 3], [3.0, 2.0, 1.5])
+    assert 'class="line"' in line
+    sections = [
+        {"title": "A <b>", "blocks": [("p", "x & y"), ("table", ["h"], [[0.12345]]), ("svg", svg, "c")]}
+    ]
+    html = report.render_html("R", sections)
+    assert "<h2>A &lt;b&gt;</h2>" in html and "<td>0.123</td>" in html and svg in html
+    md = report.render_markdown("R", sections)
+    assert "| 0.123 |" in md and "![c](data:image/svg+xml;base64," in md
+
+
+def test_report_ranks_best_and_worst():
+    items = expand_items(
+        [{"id": str(i), "context": "c", "question": f"q{i}", "answer": "owl"} for i in range(12)], "qa"
+    )
+    preds = ["owl" if i % 2 else "cat" for i in range(12)]
+    metrics, table = evaluate.score_systems("qa", items, {"student": preds, "baseline": ["owl"] * 12})
+    metrics |= {"gold_test": "g.jsonl", "baseline_definition": "d", "baseline_answer": "owl"}
+    md, html = evaluate.render_report(metrics, table, "student", [])
+    best = md.split("## 10 best student answers")[1].split("## 10 worst")[0]
+    assert best.count("| 1.000 |") == 6  # the six right answers come first
+    assert "Training loss" not in md and html.count("<svg") == 2
+    assert isinstance(pl.DataFrame(table), pl.DataFrame)
+
+
+class _FakeAnsweringTeacher:
+    """Answers with the last word of the question, except for questions holding 'skip' (empty JSON)."""
+
+    def chat(self, messages, *, model, temperature, seed, max_tokens):
+        question = messages[-1]["content"].split("Question:")[1].split("\n")[0].strip()
+        value = {} if "skip" in question else {"answer": question.rstrip("?").split()[-1]}
+        return {"content": json.dumps(value), "finish_reason": "stop", "usage": {}}
+
+
+def test_teacher_reference_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_TEACHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DISTILL_TEACHER_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    prompt = str(evaluate.Path(__file__).parents[2] / "prompts/reference_answer.yaml")
+    items = expand_items(
+        [
+            {"context": "c", "question": "Who is Ann?", "answer": "Ann"},
+            {"context": "c", "question": "skip this", "answer": "x"},
+        ],
+        "qa",
+    )
+    answers, info = evaluate.teacher_answers(items, prompt, "offline-teacher", 0, _FakeAnsweringTeacher())
+    assert answers == ["Ann", ""]
+    assert info["n_unanswered"] == 1 and info["backend"] == "offline"
+    metrics, table = evaluate.score_systems(
+        "qa", items, {"student": ["Ann", "y"], "baseline": ["x", "x"], "teacher": answers}
+    )
+    assert metrics["teacher"] == {"exact_match": 0.5, "token_f1": 0.5}
+    assert "teacher_prediction" in table.columns
+    metrics |= {
+        "gold_test": "g",
+        "baseline_definition": "d",
+        "baseline_answer": "x",
+        "teacher_reference": info,
+    }
+    md, html = evaluate.render_report(metrics, table, "s", [])
+    assert "| teacher | 0.500 | 0.500 |" in md and "Student vs baseline vs teacher" in html
+    assert "1 got no valid answer" in md

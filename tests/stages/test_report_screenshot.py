@@ -1,0 +1,86 @@
+"""report.html renders in a real browser: headless Chromium (Debian's system binary) opens a report built from
+a small fixture, every chart has a non-zero size, and a screenshot lands in test-artifacts/report.png."""
+
+import os
+import shutil
+
+import pytest
+from helpers import ARTIFACTS
+
+from dagster_project.stages import evaluate
+from dagster_project.stages.eval_tasks import expand_items
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium
+
+
+def _fixture_report() -> str:
+    """A classification report (headline, per category, confusion matrix, loss curve, diversity)."""
+    labels = ["positive", "negative", "neutral"]
+    rows = [
+        {"id": str(i), "text": f"review {i}", "label": labels[i % 3], "category": ["books", "films"][i % 2]}
+        for i in range(12)
+    ]
+    items = expand_items(rows, "classification")
+    student = [labels[i % 3] if i % 4 else labels[(i + 1) % 3] for i in range(12)]
+    metrics, table = evaluate.score_systems(
+        "classification", items, {"student": student, "baseline": ["positive"] * 12}, labels=labels
+    )
+    metrics |= {
+        "gold_test": "fixture.jsonl",
+        "baseline_definition": "most frequent",
+        "baseline_answer": "positive",
+    }
+    metrics["diversity"] = evaluate.diversity_figures(
+        [f"Is Review {i} about Kordel or Anzanan?" for i in range(6)], 100, "tfidf", None, None, 0
+    )
+    history = [{"step": s, "loss": 3.0 / s} for s in range(1, 11)]
+    _, html = evaluate.render_report(metrics, table, "fixture-student", history)
+    return html
+
+
+def test_report_html_renders_its_charts(tmp_path):
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    page_path = tmp_path / "report.html"
+    page_path.write_text(_fixture_report(), encoding="utf-8")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(page_path.as_uri(), wait_until="load")
+            boxes = [svg.bounding_box() for svg in page.locator("svg.chart").all()]
+            bars = page.locator("svg.chart rect.bar").count()
+            cells = page.locator("svg.chart rect.cell").count()
+            text = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    # headline bars, per-category bars, a confusion matrix per system (student, baseline), training loss
+    assert len(boxes) == 5, boxes
+    assert all(b is not None and b["width"] > 100 and b["height"] > 100 for b in boxes), boxes
+    assert bars == 2 * 2 + 2 * 2  # 2 systems x 2 headline metrics + 2 systems x 2 categories
+    assert cells == 2 * 3 * 4  # 2 systems x 3 gold labels x (3 labels + <invalid>)
+    for heading in ("Headline", "Per category", "Confusion matrix (student)", "Training loss", "Diversity"):
+        assert heading in text
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
