@@ -43,15 +43,17 @@ def default_workers() -> int:
     return max(1, min(n, 8))
 
 
-def shingles(texts: pl.Series, ngram: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The 32-bit ids of each text's word n-gram shingles (a set when ngram is 1); words are split on
-    whitespace.
+def word_ngram_hashes(
+    texts: pl.Series, ngram: int = 1, seed: int = 0, unique: bool = False, keep_short: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of each text's word n-grams (words split on whitespace), in text order.
 
-    Returns (ids, offsets): text i owns ids[offsets[i]:offsets[i+1]]. A text with fewer than `ngram` words
-    gets its single words as shingles; an empty text gets none.
+    Returns (hashes, lens): text i owns the lens[i] hashes after those of texts 0..i-1. `unique` keeps each
+    word once per text (only for ngram 1); with `keep_short` a text of fewer than `ngram` words gets its
+    single words instead of nothing.
     """
     words = texts.cast(pl.String).fill_null("").str.replace_all(r"[^\S ]", " ").str.split(" ")
-    if ngram == 1:
+    if unique and ngram == 1:
         words = words.list.unique()
     raw_lens = words.list.len().to_numpy().astype(np.int64)
     flat = words.explode()
@@ -69,10 +71,19 @@ def shingles(texts: pl.Series, ngram: int = 1, seed: int = 0) -> tuple[np.ndarra
             nxt[:-k] = h[k:]
             acc = acc * _M64 + nxt
         full = pos + ngram <= doc_len
-        short = doc_len < ngram
-        keep = full | short
+        keep = full | (doc_len < ngram) if keep_short else full
         h = np.where(full, acc, h)[keep]
-        lens = np.bincount(np.repeat(np.arange(lens.size), lens)[keep], minlength=lens.size).astype(np.int64)
+        lens = np.bincount(doc[keep], minlength=lens.size).astype(np.int64)
+    return h, lens
+
+
+def shingles(texts: pl.Series, ngram: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The 32-bit ids of each text's word n-gram shingles (a set when ngram is 1).
+
+    Returns (ids, offsets): text i owns ids[offsets[i]:offsets[i+1]]. A text with fewer than `ngram` words
+    gets its single words as shingles; an empty text gets none.
+    """
+    h, lens = word_ngram_hashes(texts, ngram, seed, unique=True, keep_short=True)
     ids = (h ^ (h >> np.uint64(32))).astype(np.uint32)
     offsets = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])

@@ -43,10 +43,10 @@ def normalize_text(text: str, steps: list[str]) -> str:
     return normalize_series(pl.Series([text]), steps)[0]
 
 
-def key_expr(fields: list[str], steps: list[str]) -> pl.Expr:
-    """The dedup key of a row: each of `fields` normalized, joined by ' | '."""
+def key_expr(fields: list[str], steps: list[str], separator: str = KEY_SEPARATOR) -> pl.Expr:
+    """The dedup key of a row: each of `fields` normalized, joined by ' | ' (or `separator`)."""
     parts = [normalize_expr(pl.col(f).cast(pl.String).fill_null(""), steps) for f in fields]
-    return pl.concat_str(parts, separator=KEY_SEPARATOR)
+    return pl.concat_str(parts, separator=separator)
 
 
 def raw_text_expr(fields: list[str]) -> pl.Expr:
