@@ -84,3 +84,68 @@ def planted_texts(
         }
     )
     return frame
+
+
+def oracle_pairs(
+    texts: list[str], scorer: str, threshold: float, workers: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j) scoring >= threshold by rapidfuzz `cdist` (all pairs: only for small sets)."""
+    from rapidfuzz import process
+
+    from dagster_project.curation.minhash import SCORERS, prepare
+
+    prepared, scorer = prepare(pl.Series(texts, dtype=pl.String), scorer)
+    texts = prepared.to_list()
+    m = process.cdist(texts, texts, scorer=SCORERS[scorer], score_cutoff=threshold, workers=workers)
+    i, j = np.nonzero(np.triu(m >= max(threshold, 1e-9), k=1))
+    return i.astype(np.int64), j.astype(np.int64)
+
+
+def cluster_quality(
+    labels: np.ndarray,
+    oracle_i: np.ndarray,
+    oracle_j: np.ndarray,
+    kinds: list[str] | None = None,
+    sources: np.ndarray | None = None,
+) -> dict[str, float | int]:
+    """How clusters (a label per text) agree with the all-pairs oracle and with the planted truth.
+
+    oracle_pair_recall     oracle pairs whose two texts share a cluster
+    oracle_precision       texts placed in a cluster with others whose oracle component is the same
+                           (1.0 means no cluster joins texts the oracle keeps apart)
+    planted_recall         planted exact/near/reorder copies clustered with their original
+    planted_precision      clustered non-singleton texts that belong with their cluster's planted group
+    lookalikes_merged      look-alikes wrongly clustered with their original (should be ~0)
+    """
+    from dagster_project.curation.clusters import connected_components
+
+    n = labels.size
+    out: dict[str, float | int] = {"n": n, "oracle_pairs": int(oracle_i.size)}
+    out["oracle_pair_recall"] = float((labels[oracle_i] == labels[oracle_j]).mean()) if oracle_i.size else 1.0
+    oracle_labels = connected_components(n, oracle_i, oracle_j)
+    sizes = np.bincount(labels, minlength=n)
+    in_cluster = sizes[labels] > 1
+    # For each of our clusters, the oracle component of its smallest member; every member must agree.
+    agree = oracle_labels == oracle_labels[labels]
+    out["oracle_precision"] = float(agree[in_cluster].mean()) if in_cluster.any() else 1.0
+    if kinds is not None and sources is not None:
+        kinds_a = np.array(kinds)
+        group = np.where(sources >= 0, sources, np.arange(n))  # the original each text was planted from
+        group = np.where(kinds_a == "lookalike", -1 - np.arange(n), group)  # look-alikes stand alone
+        planted = np.isin(kinds_a, ["exact", "near", "reorder"])
+        out["planted_duplicates"] = int(planted.sum())
+        out["planted_recall"] = (
+            float((labels[planted] == labels[sources[planted]]).mean()) if planted.any() else 1.0
+        )
+        # precision: in every cluster, the planted group of most members; members outside it are wrong
+        frame = pl.DataFrame({"label": labels, "group": group}).filter(pl.Series(in_cluster))
+        if frame.height:
+            majority = frame.group_by(["label", "group"]).len().group_by("label").agg(pl.col("len").max())
+            out["planted_precision"] = float(majority["len"].sum() / frame.height)
+        else:
+            out["planted_precision"] = 1.0
+        look = kinds_a == "lookalike"
+        out["lookalikes_merged"] = (
+            float((labels[look] == labels[sources[look]]).mean()) if look.any() else 0.0
+        )
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
