@@ -54,7 +54,7 @@ def word_ngram_hashes(
     """
     words = texts.cast(pl.String).fill_null("").str.replace_all(r"[^\S ]", " ").str.split(" ")
     if unique and ngram == 1:
-        words = words.list.unique()
+        words = words.list.unique()  # (a MinHash does not need it: a repeated shingle cannot change a min)
     raw_lens = words.list.len().to_numpy().astype(np.int64)
     flat = words.explode()
     nonempty = (flat.str.len_bytes() > 0).fill_null(False).to_numpy()
@@ -78,12 +78,12 @@ def word_ngram_hashes(
 
 
 def shingles(texts: pl.Series, ngram: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The 32-bit ids of each text's word n-gram shingles (a set when ngram is 1).
+    """The 32-bit ids of each text's word n-gram shingles (repeats kept: they cannot change a minimum).
 
     Returns (ids, offsets): text i owns ids[offsets[i]:offsets[i+1]]. A text with fewer than `ngram` words
     gets its single words as shingles; an empty text gets none.
     """
-    h, lens = word_ngram_hashes(texts, ngram, seed, unique=True, keep_short=True)
+    h, lens = word_ngram_hashes(texts, ngram, seed, unique=False, keep_short=True)
     ids = (h ^ (h >> np.uint64(32))).astype(np.uint32)
     offsets = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
@@ -153,13 +153,10 @@ def candidate_pairs(keys: np.ndarray, window: int = 64) -> tuple[np.ndarray, np.
     n = keys.shape[1]
     found = []
     for band_key in keys:
-        order = np.argsort(band_key, kind="stable")
-        sk = band_key[order]
-        eq = sk[1:] == sk[:-1]
-        member = np.zeros(n, dtype=bool)
-        member[:-1] |= eq
-        member[1:] |= eq
-        sub_order, sub_keys = order[member], sk[member]
+        # members of a shared bucket, found by hashing (polars, multithreaded), then only those are sorted
+        shared = np.flatnonzero(pl.Series(band_key).is_duplicated().to_numpy())
+        order = shared[np.argsort(band_key[shared], kind="stable")]
+        sub_order, sub_keys = order, band_key[order]
         for j in range(1, window + 1):
             if j >= sub_keys.size:
                 break
@@ -177,14 +174,9 @@ def prepare(texts: pl.Series, scorer: str) -> tuple[pl.Series, str]:
     """(texts, scorer) to score with: token_sort_ratio equals ratio of the texts with their words sorted,
     so the words are sorted once per text (polars) instead of once per pair (rapidfuzz)."""
     if scorer == "token_sort_ratio":
-        words = (
-            texts.cast(pl.String)
-            .fill_null("")
-            .str.replace_all(r"[^\S ]", " ")
-            .str.split(" ")
-            .list.eval(pl.element().filter(pl.element() != ""))
-        )
-        return words.list.sort().list.join(" "), "ratio"
+        words = texts.cast(pl.String).fill_null("").str.replace_all(r"[^\S ]", " ").str.split(" ")
+        # empty "words" (from repeated spaces) sort first, so stripping the joined text drops them
+        return words.list.sort().list.join(" ").str.strip_chars(" "), "ratio"
     return texts, scorer
 
 
@@ -199,7 +191,11 @@ def verify(
 ) -> np.ndarray:
     """The rapidfuzz `scorer` score of each pair (texts[i], texts[j]); 0 where below `threshold`."""
     out = np.zeros(i.size, dtype=np.float64)
-    texts, scorer = prepare(texts, scorer)
+    if i.size == 0:
+        return out
+    used, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)  # prepare only these texts
+    texts, scorer = prepare(texts.gather(used), scorer)
+    i, j = inverse[: i.size], inverse[i.size :]
     fn = SCORERS[scorer]
     for s in range(0, i.size, batch):
         left = texts.gather(i[s : s + batch]).to_list()
