@@ -17,6 +17,7 @@ from dagster_project.curation.minhash import (
     LSHConfig,
     band_keys,
     default_workers,
+    prepare,
     shingles,
     signatures,
     verify,
@@ -66,7 +67,7 @@ def near_matches(
     scorer: str,
     threshold: float,
     config: LSHConfig | None = None,
-    exact_budget: int = 20_000_000,
+    exact_budget: int = 2_000_000,
     workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row, (index of the best-scoring evaluation text scoring >= threshold or -1, its score)."""
@@ -75,13 +76,15 @@ def near_matches(
         return np.full(n, -1, dtype=np.int64), np.zeros(n)
     workers = workers or default_workers()
     if n * g <= exact_budget:
-        gold_list = eval_texts.cast(pl.String).fill_null("").to_list()
+        texts, exact_scorer = prepare(texts, scorer)
+        eval_prepared, _ = prepare(eval_texts, scorer)
+        gold_list = eval_prepared.cast(pl.String).fill_null("").to_list()
         step = max(1, exact_budget // (4 * g))
         rows_l, gold_l, score_l = [], [], []
         for s in range(0, n, step):
             chunk = texts.slice(s, step).cast(pl.String).fill_null("").to_list()
             m = process.cdist(
-                chunk, gold_list, scorer=SCORERS[scorer], score_cutoff=threshold, workers=workers
+                chunk, gold_list, scorer=SCORERS[exact_scorer], score_cutoff=threshold, workers=workers
             )
             r, c = np.nonzero(m >= max(threshold, 1e-9))
             rows_l.append(r + s)

@@ -4,7 +4,6 @@ distinct-n = distinct word n-grams / all word n-grams over the corpus (Li et al.
 diverse. unique_ratio = distinct normalized texts / texts (1.0 = no exact duplicates left).
 """
 
-import numpy as np
 import polars as pl
 
 from dagster_project.curation.minhash import word_ngram_hashes
@@ -13,7 +12,7 @@ from dagster_project.curation.minhash import word_ngram_hashes
 def distinct_n(texts: pl.Series, n: int) -> float:
     """Distinct word n-grams / all word n-grams of `texts` (0.0 when there are none)."""
     h, _ = word_ngram_hashes(texts, n, keep_short=False)
-    return float(np.unique(h).size / h.size) if h.size else 0.0
+    return float(pl.Series(h).n_unique() / h.size) if h.size else 0.0  # hash-based count, multithreaded
 
 
 def diversity(normalized: pl.Series) -> dict[str, float | int]:
