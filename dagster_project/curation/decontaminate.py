@@ -5,7 +5,10 @@
 - `near_matches`: a row leaks when a rapidfuzz scorer rates it >= threshold against an evaluation text
   (catches paraphrases by small edits and texts shorter than n words). Exact all-pairs (`cdist`, in row
   chunks) while rows x evaluation texts is small; above `exact_budget` pairs, MinHash-LSH candidates
-  between the two sets, then the same verification.
+  between the two sets, then the same verification. The LSH is looser than the dedup one (16 bands of 3
+  rows: a pair of Jaccard 0.6 is a candidate with P = 0.98): evaluation sets are small, so the extra
+  random candidates (rows x eval texts x ~16 J^3) stay cheap, and a few edited words in a short question
+  still match.
 """
 
 import numpy as np
@@ -24,6 +27,8 @@ from dagster_project.curation.minhash import (
     word_ngram_hashes,
 )
 
+DECONTAMINATION_LSH = LSHConfig(num_perm=48, bands=16, rows=3)
+
 
 def ngram_overlap(texts: pl.Series, eval_texts: pl.Series, n: int = 13, seed: int = 0) -> np.ndarray:
     """Per row of `texts`, the index of the first evaluation text sharing a word n-gram with it, else -1."""
@@ -37,10 +42,9 @@ def ngram_overlap(texts: pl.Series, eval_texts: pl.Series, n: int = 13, seed: in
     rh, rlens = word_ngram_hashes(texts, n, seed, keep_short=False)
     if rh.size == 0:
         return out
-    pos = np.minimum(np.searchsorted(gh_sorted, rh), gh_sorted.size - 1)
-    hit = gh_sorted[pos] == rh
+    hit = pl.Series(rh).is_in(pl.Series(gh_sorted).implode()).to_numpy()  # hash lookup, then only hits
     rows = np.repeat(np.arange(rlens.size), rlens)[hit]
-    owners = owner_sorted[pos[hit]]
+    owners = owner_sorted[np.searchsorted(gh_sorted, rh[hit])]
     first_rows, first_idx = np.unique(rows, return_index=True)
     out[first_rows] = owners[first_idx]
     return out
@@ -92,7 +96,7 @@ def near_matches(
             score_l.append(m[r, c].astype(np.float64))
         return _best_per_row(n, np.concatenate(rows_l), np.concatenate(gold_l), np.concatenate(score_l))
 
-    cfg = config or LSHConfig()
+    cfg = config or DECONTAMINATION_LSH
     both = pl.concat([texts.cast(pl.String), eval_texts.cast(pl.String)])
     ids, offsets = shingles(both, cfg.ngram, cfg.seed)
     lens = np.diff(offsets)

@@ -43,6 +43,28 @@ def default_workers() -> int:
     return max(1, min(n, 8))
 
 
+_INV_M64 = np.uint64(pow(int(_M64), -1, 2**64))
+
+
+def _window_hashes(h: np.ndarray, n: int) -> np.ndarray:
+    """acc[i] = sum_j h[i+j] * M^j (mod 2^64) over j < n (windows running off the end are garbage; the
+    caller masks them). A prefix sum in place of n shifted passes: with p[k] = M^k, the window sum of
+    h[k] * p[k] is divided by p[i] (M is odd, so it has an inverse mod 2^64). uint64 arithmetic wraps."""
+    size = h.size
+    powers = np.full(size, _M64, dtype=np.uint64)
+    powers[0] = 1
+    powers = np.cumprod(powers, dtype=np.uint64)
+    inverse = np.full(size, _INV_M64, dtype=np.uint64)
+    inverse[0] = 1
+    inverse = np.cumprod(inverse, dtype=np.uint64)
+    prefix = np.cumsum(h * powers, dtype=np.uint64)
+    acc = np.empty_like(h)
+    end = np.minimum(np.arange(size) + n - 1, size - 1)
+    acc[:] = prefix[end]
+    acc[1:] -= prefix[:-1]
+    return acc * inverse
+
+
 def word_ngram_hashes(
     texts: pl.Series, ngram: int = 1, seed: int = 0, unique: bool = False, keep_short: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -65,11 +87,7 @@ def word_ngram_hashes(
         starts = np.repeat(np.cumsum(lens) - lens, lens)
         pos = np.arange(h.size) - starts
         doc_len = np.repeat(lens, lens)
-        acc = h.copy()
-        for k in range(1, ngram):
-            nxt = np.zeros_like(h)
-            nxt[:-k] = h[k:]
-            acc = acc * _M64 + nxt
+        acc = _window_hashes(h, ngram)
         full = pos + ngram <= doc_len
         keep = full | (doc_len < ngram) if keep_short else full
         h = np.where(full, acc, h)[keep]

@@ -338,6 +338,7 @@ def dedup(
         pl.concat(removed).select(list(REMOVED_SCHEMA)) if removed else pl.DataFrame(schema=REMOVED_SCHEMA)
     )
     kept = alive.select(columns)
+    kept_mask = work["id"].is_in(alive["id"].implode()).to_numpy()
     train, val = split_train_val(kept, val_fraction, seed)
     counts = {r: 0 for r in REASONS}
     counts.update(dict(removed_df.group_by("reason").len().iter_rows()))
@@ -353,10 +354,7 @@ def dedup(
         "removed": counts,
         "n_val_passages": val["passage_id"].n_unique(),
         "n_train_passages": train["passage_id"].n_unique(),
-        "diversity": {
-            "before": diversity.diversity(work["_key"]),
-            "after": diversity.diversity(alive["_key"]),
-        },
+        "diversity": diversity.diversity_before_after(work["_key"], kept_mask),
         "clusters": {"n_duplicate_clusters": n_clusters, "largest": largest},
         "near_pairs": pair_counts,
         "eval_sets": dict(evals.group_by("eval_set").len().sort("eval_set").iter_rows()),
