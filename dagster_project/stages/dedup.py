@@ -113,6 +113,7 @@ def _removed(
             "score": col(score, pl.Float64),
             "detail": col(detail, pl.String),
             "text": df["_text"],
+            "_row": df["_row"],
         }
     )
     return out.filter(pl.Series(mask))
@@ -296,8 +297,10 @@ def dedup(
     judge_on = bool(judge["enabled"])
 
     columns = df.columns
-    work = df.with_columns(pl.col("id").cast(pl.String)).with_columns(
-        _key=normalize.key_expr(key_fields, steps), _text=normalize.raw_text_expr(key_fields)
+    work = (
+        df.with_columns(pl.col("id").cast(pl.String))
+        .with_columns(_key=normalize.key_expr(key_fields, steps), _text=normalize.raw_text_expr(key_fields))
+        .with_row_index("_row")  # rows are tracked by position: ids need not be unique
     )
     timings: dict[str, float] = {}
     removed: list[pl.DataFrame] = []
@@ -309,7 +312,7 @@ def dedup(
         nonlocal alive
         removed.append(rows)
         if rows.height:
-            alive = alive.filter(~pl.col("id").is_in(rows["id"].implode()))
+            alive = alive.filter(~pl.col("_row").is_in(rows["_row"].implode()))
         timings[step] = round(time.perf_counter() - t0, 3)
         bar.set_postfix_str(f"{step}: -{rows.height}")
         bar.update(1)
@@ -338,7 +341,7 @@ def dedup(
         pl.concat(removed).select(list(REMOVED_SCHEMA)) if removed else pl.DataFrame(schema=REMOVED_SCHEMA)
     )
     kept = alive.select(columns)
-    kept_mask = work["id"].is_in(alive["id"].implode()).to_numpy()
+    kept_mask = work["_row"].is_in(alive["_row"].implode()).to_numpy()
     train, val = split_train_val(kept, val_fraction, seed)
     counts = {r: 0 for r in REASONS}
     counts.update(dict(removed_df.group_by("reason").len().iter_rows()))

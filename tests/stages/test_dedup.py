@@ -80,7 +80,8 @@ def _params(tmp_path: Path, **overrides) -> Path:
 def _run(tmp_path, rows=EXAMPLES, judge_engine=None, **overrides):
     params = load_stage_params(_params(tmp_path, **overrides), "dedup")
     evals = dedup.load_eval_sets([tmp_path / "gold.jsonl"])
-    train, val, removed, report = dedup.dedup(pl.DataFrame(rows), evals, params, judge_engine)
+    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows)
+    train, val, removed, report = dedup.dedup(df, evals, params, judge_engine)
     return params, train, val, removed, report
 
 
@@ -136,6 +137,14 @@ def test_dedup_removes_planted_rows(tmp_path):
     # Deterministic.
     _, train2, val2, removed2, _ = _run(tmp_path)
     assert train2.equals(train) and val2.equals(val) and removed2.equals(removed)
+
+
+def test_empty_input_and_repeated_ids(tmp_path):
+    _, train, val, removed, report = _run(tmp_path, pl.DataFrame(EXAMPLES).head(0))
+    assert train.height == val.height == removed.height == 0 and report["n_in"] == 0
+    rows = [_row("same", "p1", "What is the capital of Norland?", "Eastport")] * 2
+    _, train, val, removed, _ = _run(tmp_path, rows)
+    assert train.height + val.height == 1 and removed["reason"].to_list() == ["exact_duplicate"]
 
 
 def test_block_by_passage_keeps_lookalikes_of_other_passages(tmp_path):
