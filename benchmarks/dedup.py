@@ -292,6 +292,9 @@ def main() -> None:
                         entry["datasketch_quality"] = synthetic.cluster_quality(
                             ds_labels, oi, oj, kinds, sources
                         )
+                        entry["datasketch_quality"]["oracle_pair_recall_direct"] = round(
+                            di.size / max(1, oi.size), 5
+                        )
             result["sizes"][str(size)] = entry
             print(json.dumps({size: entry}), file=sys.stderr, flush=True)
     result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
