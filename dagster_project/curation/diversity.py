@@ -19,7 +19,6 @@ def _figures(h1: np.ndarray, h2: np.ndarray, texts: pl.Series) -> dict[str, floa
         return round(pl.Series(h).n_unique() / h.size, 4) if h.size else 0.0  # hash-based, multithreaded
 
     return {
-        "n": n,
         "distinct_1": ratio(h1),
         "distinct_2": ratio(h2),
         "unique_ratio": round(texts.n_unique() / n, 4) if n else 0.0,
@@ -27,7 +26,7 @@ def _figures(h1: np.ndarray, h2: np.ndarray, texts: pl.Series) -> dict[str, floa
 
 
 def diversity_before_after(normalized: pl.Series, kept: np.ndarray) -> dict[str, dict[str, float | int]]:
-    """distinct-1, distinct-2, unique_ratio and n of all `normalized` texts and of the `kept` ones (a
+    """distinct-1, distinct-2 and unique_ratio of all `normalized` texts and of the `kept` ones (a
     boolean mask); the words are hashed once for both."""
     h, lens = word_ngram_hashes(normalized, 1)
     doc = np.repeat(np.arange(lens.size), lens)
@@ -40,5 +39,5 @@ def diversity_before_after(normalized: pl.Series, kept: np.ndarray) -> dict[str,
 
 
 def diversity(normalized: pl.Series) -> dict[str, float | int]:
-    """distinct-1, distinct-2, unique_ratio and n of already-normalized texts."""
+    """distinct-1, distinct-2 and unique_ratio of already-normalized texts."""
     return diversity_before_after(normalized, np.ones(normalized.len(), dtype=bool))["before"]

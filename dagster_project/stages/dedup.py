@@ -14,7 +14,10 @@ recipe declares (jsonl rows with id, question, answer[, context]). Writes into t
                                 row it duplicates), score, detail (which check, field, pattern or set),
                                 text (its key fields)
     report.json                 counts per reason, largest duplicate clusters with examples, diversity
-                                before/after (distinct-1/2, unique ratio), candidate/verified pair counts
+                                before/after (distinct-1/2, unique ratio); at most 24 numbers, all of
+                                which Dagster shows as asset metadata
+    details.json                candidate/verified pair counts, evaluation set sizes, judge counters,
+                                seconds per step
 
 The steps, in order (a row removed by one step is not seen by later ones):
 1. filters: required fields, length bounds, Latin-letter ratio, refusal regexes (curation/filters.py);
@@ -56,6 +59,7 @@ REMOVED_SCHEMA = {
     "text": pl.String,
 }
 EVAL_FIELDS = ("question", "answer", "context")
+DETAIL_KEYS = ("near_pairs", "eval_sets", "judge", "seconds")  # written to details.json, not report.json
 LARGEST_CLUSTERS = 10
 CLUSTER_EXAMPLES = 5
 
@@ -388,7 +392,8 @@ def main() -> None:
         train.write_parquet(tmp / "train.parquet")
         val.write_parquet(tmp / "val.parquet")
         removed.write_parquet(tmp / "removed.parquet")
-        write_json(tmp / "report.json", report)
+        write_json(tmp / "report.json", {k: v for k, v in report.items() if k not in DETAIL_KEYS})
+        write_json(tmp / "details.json", {k: report[k] for k in DETAIL_KEYS})
     summary = {k: report[k] for k in ("n_in", "n_train", "n_val", "n_removed")}
     print(json.dumps({**summary, "removed": {k: v for k, v in report["removed"].items() if v}}))
 

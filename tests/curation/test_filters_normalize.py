@@ -46,7 +46,6 @@ def test_filters_give_the_first_failing_reason():
 def test_diversity_figures():
     d = diversity.diversity(pl.Series(["a b c", "a b c", "a b d"]))
     assert d == {
-        "n": 3,
         "distinct_1": round(4 / 9, 4),
         "distinct_2": round(3 / 6, 4),
         "unique_ratio": round(2 / 3, 4),

@@ -264,6 +264,7 @@ def test_main_writes_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", argv)
     dedup.main()
     assert sorted(p.name for p in out.iterdir()) == [
+        "details.json",
         "removed.parquet",
         "report.json",
         "train.parquet",
@@ -271,7 +272,14 @@ def test_main_writes_outputs(tmp_path, monkeypatch):
     ]
     report = json.loads((out / "report.json").read_text())
     assert report["n_train"] == pl.read_parquet(out / "train.parquet").height
-    assert report["eval_sets"] == {"gold.jsonl": 2, "other.jsonl": 1}
+    details = json.loads((out / "details.json").read_text())
+    assert details["eval_sets"] == {"gold.jsonl": 2, "other.jsonl": 1}
+    assert set(details) == set(dedup.DETAIL_KEYS) and not set(report) & set(details)
+    # Dagster shows at most 24 numbers of report.json: every count per reason must be among them.
+    from dagster_project.dvc_integration.metadata import MAX_NUMBERS, _flatten
+
+    numbers = _flatten(report)
+    assert len(numbers) <= MAX_NUMBERS and all(f"removed.{r}" in numbers for r in dedup.REASONS)
     removed = pl.read_parquet(out / "removed.parquet")
     e8 = removed.filter(pl.col("id") == "e8").row(0, named=True)
     assert (
