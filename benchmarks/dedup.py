@@ -4,8 +4,8 @@
 
 For each size, seeded synthetic short texts (~30 words, 20% planted duplicates: exact, near/edit-distance,
 reordered, plus look-alikes that must stay; dagster_project/curation/synthetic.py) are generated once, then
-every measured workload runs in its own subprocess, so its peak memory (`ru_maxrss`, which counts numpy
-buffers, unlike tracemalloc) and wall time are its own:
+every measured workload runs in its own subprocess, so its peak memory (VmHWM of its own address space,
+which counts numpy buffers, unlike tracemalloc) and wall time are its own:
 
 - `near`: our near-duplicate search on the normalized texts: MinHash-LSH candidates (numpy) + rapidfuzz
   verification (token_sort_ratio >= 95) + union-find clusters - the same workload the baselines run;
@@ -41,6 +41,15 @@ BANDS, ROWS = 20, 6
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM of its own address space. (ru_maxrss is not used on
+    Linux: after fork+exec it starts from the parent's RSS at fork, so a child of a parent holding 1M
+    generated texts would report at least the parent's 1.6 GB.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
