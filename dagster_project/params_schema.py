@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ParamsError(ValueError):
@@ -47,15 +47,75 @@ class SynthesizeParams(_Section):
 
 
 Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
+ExampleField = Literal["question", "answer", "context"]
+Scorer = Literal["ratio", "token_sort_ratio", "token_set_ratio"]
+
+
+class LSHParams(_Section):
+    """MinHash-LSH candidate search: bands x rows hash functions; P(candidate) = 1 - (1 - J^rows)^bands."""
+
+    bands: int = Field(gt=0, le=512)
+    rows: int = Field(gt=0, le=64)
+    shingle_words: int = Field(ge=1, le=8)  # word n-gram size of the shingles (1: bag of words)
+    block_by: str | None  # a column: only rows sharing its value are compared (null: all rows)
+
+
+class DecontaminateParams(_Section):
+    ngram: int = Field(ge=1)  # word n-gram shared with an evaluation text = contaminated
+    ngram_fields: list[ExampleField] = Field(min_length=1)
+    near_fields: list[ExampleField] = Field(min_length=1)
+    near_threshold: float = Field(ge=0, le=100)
+    near_scorer: Scorer
+
+
+class FilterParams(_Section):
+    required: list[ExampleField]  # must be non-blank
+    min_chars: dict[ExampleField, int]
+    max_chars: dict[ExampleField, int]
+    min_latin_ratio: float = Field(ge=0, le=1)  # share of Latin-script letters in the key fields; 0: off
+    refusal_patterns: list[str]  # regexes (case-insensitive) over the key fields
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        import polars as pl
+
+        for pattern in patterns:
+            try:
+                pl.Series([""]).str.contains(pattern)
+            except Exception as exc:  # polars raises its own ComputeError
+                raise ValueError(f"refusal pattern {pattern!r} is not a valid regex: {exc}") from None
+        return patterns
+
+
+class JudgeParams(_Section):
+    enabled: bool
+    prompt: str
+    teacher_model: str
+    min_score: float  # rows the judge scores below this are removed
+    temperature: float = Field(ge=0, le=2)
+    max_attempts: int = Field(ge=1)
 
 
 class DedupParams(_Section):
-    key_fields: list[Literal["question", "answer", "context"]] = Field(min_length=1)
+    key_fields: list[ExampleField] = Field(min_length=1)
     normalize: list[Normalization]
+    keep: Literal["first", "longest", "highest"]  # which row of a duplicate cluster stays
+    keep_column: str | None  # the column `keep: highest` ranks by
     near_threshold: float = Field(ge=0, le=100)
-    near_scorer: Literal["ratio", "token_sort_ratio", "token_set_ratio"]
+    near_scorer: Scorer
+    lsh: LSHParams
+    decontaminate: DecontaminateParams
+    filters: FilterParams
+    judge: JudgeParams
     val_fraction: float = Field(gt=0, lt=1)
     seed: int
+
+    @model_validator(mode="after")
+    def _keep_column_when_highest(self) -> "DedupParams":
+        if self.keep == "highest" and not self.keep_column:
+            raise ValueError("keep: highest needs keep_column (the column to rank by)")
+        return self
 
 
 class TrainParams(_Section):
@@ -164,6 +224,12 @@ def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml
                 f"{source}: {section}.{key}: file '{value}' does not exist; create it or point "
                 f"{section}.{key} at an existing file."
             )
+    judge = params.dedup.judge
+    if judge.enabled and not (root / judge.prompt).exists():
+        raise ParamsError(
+            f"{source}: dedup.judge.prompt: file '{judge.prompt}' does not exist; create it or switch the "
+            "judge off (dedup.judge.enabled: false)."
+        )
     for i, src in enumerate(params.retrieve.sources):
         if src.format != "hf_dataset" and not (root / src.path).exists():
             raise ParamsError(

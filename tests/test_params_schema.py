@@ -74,3 +74,36 @@ def test_a_stage_with_bad_params_exits_before_writing_anything(tmp_path, params)
         [sys.executable, "-m", "dagster_project.cli", "check", "--project", str(work)], cwd=work, check=False
     )
     assert cli.returncode == 2 and "retrieve.top_kk" in cli.stderr
+
+
+def test_dedup_nested_unknown_key_suggests_the_right_one(params):
+    params["dedup"]["lsh"]["band"] = params["dedup"]["lsh"].pop("bands")
+    with pytest.raises(ParamsError) as err:
+        validate_params(params, root=REPO_ROOT)
+    assert "dedup.lsh.band: unknown key. did you mean 'bands'?" in str(err.value)
+    assert "dedup.lsh.bands: required key is missing" in str(err.value)
+
+
+def test_dedup_new_keys_are_checked(params):
+    bad = yaml.safe_load(yaml.safe_dump(params))
+    bad["dedup"]["keep"] = "highest"  # needs keep_column
+    with pytest.raises(ParamsError, match="keep: highest needs keep_column"):
+        validate_params(bad, root=REPO_ROOT)
+    bad = yaml.safe_load(yaml.safe_dump(params))
+    bad["dedup"]["filters"]["refusal_patterns"] = ["(unclosed"]
+    with pytest.raises(ParamsError, match=r"dedup\.filters\.refusal_patterns: .*not a valid regex"):
+        validate_params(bad, root=REPO_ROOT)
+    bad = yaml.safe_load(yaml.safe_dump(params))
+    bad["dedup"]["filters"]["min_chars"] = {"title": 3}
+    with pytest.raises(ParamsError, match=r"dedup\.filters\.min_chars\.title"):
+        validate_params(bad, root=REPO_ROOT)
+    bad = yaml.safe_load(yaml.safe_dump(params))
+    bad["dedup"]["decontaminate"]["near_scorer"] = "jaccard"
+    with pytest.raises(ParamsError, match=r"dedup\.decontaminate\.near_scorer: 'jaccard' is not allowed"):
+        validate_params(bad, root=REPO_ROOT)
+    bad = yaml.safe_load(yaml.safe_dump(params))
+    bad["dedup"]["judge"].update(enabled=True, prompt="prompts/nope.yaml")
+    with pytest.raises(ParamsError, match=r"dedup\.judge\.prompt: file 'prompts/nope\.yaml' does not exist"):
+        validate_params(bad, root=REPO_ROOT)
+    params["dedup"]["judge"]["prompt"] = "prompts/nope.yaml"  # off: the file is not needed
+    validate_params(params, root=REPO_ROOT)

@@ -1,218 +1,237 @@
-"""Stage `dedup`: remove exact and near-duplicate examples, drop examples that leak the gold test set,
-and split the rest into train/val by passage.
+"""Stage `dedup`: curate the synthetic examples - quality filters, decontamination against the evaluation
+sets, exact and near-duplicate removal (MinHash-LSH, no all-pairs), an optional teacher-as-judge filter -
+and split the rest into train/val by passage. Nothing is dropped without a trace.
 
     python -m dagster_project.stages.dedup --params params.yaml --synthesized assets/synthesized \\
-        --gold data/demo_world/gold_test.jsonl --out assets/deduped
+        --gold data/demo_world/gold_test.jsonl [more_eval.jsonl ...] --out assets/deduped
 
 Reads only the `dedup` section of params.yaml. Input: `<synthesized>/examples.parquet` (id, passage_id,
-context, question, answer, ...; every column is passed through). Writes into the output folder (atomically):
+context, question, answer, ...; every column is passed through). `--gold` takes every evaluation set the
+recipe declares (jsonl rows with id, question, answer[, context]). Writes into the output folder
+(atomically):
     train.parquet, val.parquet  the kept examples (input columns); val passages never occur in train
-    removed.parquet             id, reason (exact_duplicate|near_duplicate|contaminated), duplicate_of, score
-    report.json                 n_in, n_train, n_val, removed counts per reason
+    removed.parquet             every removed row: id, reason, duplicate_of (the kept row or the evaluation
+                                row it duplicates), score, detail (which check, field, pattern or set),
+                                text (its key fields)
+    report.json                 counts per reason, largest duplicate clusters with examples, diversity
+                                before/after (distinct-1/2, unique ratio); at most 24 numbers, all of
+                                which Dagster shows as asset metadata
+    details.json                candidate/verified pair counts, evaluation set sizes, judge counters,
+                                seconds per step
 
 The steps, in order (a row removed by one step is not seen by later ones):
-1. normalize the concatenation of `key_fields` (the `normalize` steps, in the order listed);
-2. exact duplicates: same hash of the normalized key; the first row seen is kept;
-3. near duplicates: rapidfuzz `near_scorer` >= `near_threshold` against an earlier kept row of the same
-   passage_id (the block) - blocking keeps this far from all-pairs. Blocking by passage also avoids the
-   typical false positive of templated data: "What cargo does Imeldkor carry? timber" vs the same question
-   about Eldsko scores ~95 although it is another fact. Across passages only exact duplicates are caught;
-   MinHash-LSH over all rows is the planned deepening;
-4. decontamination: the normalized question equals or near-matches a gold question, or the question+answer
-   shares a 13-word n-gram with a gold question+answer;
-5. train/val split: passages (passage_id groups) are shuffled by `seed`; the first val_fraction go to val.
+1. filters: required fields, length bounds, Latin-letter ratio, refusal regexes (curation/filters.py);
+2. decontamination: a word n-gram shared with an evaluation row, or a near-match of the `near_fields`
+   (rapidfuzz) against one (curation/decontaminate.py);
+3. exact duplicates: equal normalized key (key_fields, `normalize` steps, curation/normalize.py);
+4. near duplicates: MinHash-LSH candidate pairs verified with `near_scorer` >= `near_threshold`,
+   clustered by union-find (curation/minhash.py, clusters.py). With `lsh.block_by` (e.g. passage_id) only
+   rows sharing that column's value are compared - useful for templated data where "What cargo does
+   Imeldkor carry? timber" and the same question about Eldsko look alike but are different facts;
+   In 3 and 4 one row per cluster is kept by the `keep` rule (first | longest | highest keep_column);
+5. judge (optional, off by default): the teacher rates each remaining row with `judge.prompt`; rows
+   below `judge.min_score` are removed, rows it could not rate are kept and counted;
+6. train/val split: passages (passage_id groups) are shuffled by `seed`; the first val_fraction go to val.
 """
 
-import hashlib
 import json
 import random
-import re
-import unicodedata
-from collections import defaultdict
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
-from rapidfuzz import fuzz, process
 from tqdm import tqdm
 
+from dagster_project.curation import clusters, decontaminate, diversity, filters, minhash, normalize
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
 
-NGRAM = 13
-SCORERS = {
-    "ratio": fuzz.ratio,
-    "token_sort_ratio": fuzz.token_sort_ratio,
-    "token_set_ratio": fuzz.token_set_ratio,
+FILTER_REASONS = ("empty_field", "too_short", "too_long", "charset", "refusal")
+REASONS = (*FILTER_REASONS, "contaminated", "exact_duplicate", "near_duplicate", "judge_low_score")
+REMOVED_SCHEMA = {
+    "id": pl.String,
+    "reason": pl.String,
+    "duplicate_of": pl.String,
+    "score": pl.Float64,
+    "detail": pl.String,
+    "text": pl.String,
 }
-REMOVED_SCHEMA = {"id": pl.String, "reason": pl.String, "duplicate_of": pl.String, "score": pl.Float64}
-_SPACES = re.compile(r"\s+")
+EVAL_FIELDS = ("question", "answer", "context")
+DETAIL_KEYS = ("near_pairs", "eval_sets", "judge", "seconds")  # written to details.json, not report.json
+LARGEST_CLUSTERS = 10
+CLUSTER_EXAMPLES = 5
 
 # ---------------------------------------------------------------------------------------------------
-# Normalization
+# Inputs
 
 
-def _strip_punctuation(text: str) -> str:
-    return "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-
-
-NORMALIZERS = {
-    "nfkc": lambda t: unicodedata.normalize("NFKC", t),
-    "lowercase": str.lower,
-    "punctuation": _strip_punctuation,
-    "whitespace": lambda t: _SPACES.sub(" ", t).strip(),
-}
-
-
-def normalize_text(text: str, steps: list[str]) -> str:
-    """Apply the normalization `steps` (nfkc, lowercase, punctuation, whitespace) in the order given."""
-    for step in steps:
-        text = NORMALIZERS[step](text)
-    return text
-
-
-def normalized_keys(df: pl.DataFrame, key_fields: list[str], steps: list[str]) -> list[str]:
-    """The dedup key of every row: its key fields, each normalized, joined by ' | '."""
-    columns = [df[f].cast(pl.String).fill_null("").to_list() for f in key_fields]
-    return [" | ".join(normalize_text(v, steps) for v in values) for values in zip(*columns, strict=True)]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Duplicates
-
-
-def find_exact_duplicates(ids: list[str], keys: list[str]) -> list[dict[str, Any]]:
-    """Rows whose key hash equals an earlier row's: {id, reason, duplicate_of, score=100}."""
-    first: dict[str, str] = {}
-    removed = []
-    for row_id, key in zip(ids, keys, strict=True):
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        if digest in first:
-            removed.append(
-                {"id": row_id, "reason": "exact_duplicate", "duplicate_of": first[digest], "score": 100.0}
-            )
-        else:
-            first[digest] = row_id
-    return removed
-
-
-def find_near_duplicates(
-    ids: list[str], keys: list[str], blocks: list[list[str]], threshold: float, scorer: str
-) -> list[dict[str, Any]]:
-    """Rows scoring >= `threshold` against an earlier kept row that shares one of their block keys.
-
-    `blocks[i]` lists row i's block keys (the stage uses its passage_id); only rows sharing a block
-    are compared. The first row of a group is kept; `duplicate_of` names the best-matching kept row.
-    """
-    score_fn = SCORERS[scorer]
-    kept_in_block: dict[str, list[int]] = defaultdict(list)
-    removed = []
-    for i in tqdm(range(len(ids)), desc="near-dedup", unit="row", disable=len(ids) < 5000):
-        candidates = sorted({j for b in blocks[i] for j in kept_in_block[b]})
-        best = None
-        if candidates:
-            best = process.extractOne(
-                keys[i], [keys[j] for j in candidates], scorer=score_fn, score_cutoff=threshold
-            )
-        if best is not None:
-            _, score, pos = best
-            removed.append(
+def load_eval_sets(paths: list[Path]) -> pl.DataFrame:
+    """All evaluation rows: eval_set (file name), id, question, answer, context (missing fields empty)."""
+    frames = []
+    for path in paths:
+        rows = [
+            json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+        frames.append(
+            pl.DataFrame(
                 {
-                    "id": ids[i],
-                    "reason": "near_duplicate",
-                    "duplicate_of": ids[candidates[pos]],
-                    "score": float(score),
-                }
+                    "eval_set": [Path(path).name] * len(rows),
+                    "id": [str(r.get("id", i)) for i, r in enumerate(rows)],
+                    **{f: [str(r.get(f) or "") for r in rows] for f in EVAL_FIELDS},
+                },
+                schema={"eval_set": pl.String, "id": pl.String, **{f: pl.String for f in EVAL_FIELDS}},
             )
-            continue
-        for b in blocks[i]:
-            kept_in_block[b].append(i)
-    return removed
+        )
+    if not frames:
+        return pl.DataFrame(
+            schema={"eval_set": pl.String, "id": pl.String, **{f: pl.String for f in EVAL_FIELDS}}
+        )
+    return pl.concat(frames)
+
+
+def _removed(
+    df: pl.DataFrame,
+    mask: np.ndarray,
+    reason: str | pl.Series,
+    duplicate_of: pl.Series | None = None,
+    score: np.ndarray | float | None = None,
+    detail: str | pl.Series | None = None,
+) -> pl.DataFrame:
+    """The removed-table rows for the rows of `df` where `mask` holds (all other arguments are per row
+    of `df`, or one value for all)."""
+
+    def col(value: Any, dtype: Any) -> pl.Series:
+        if isinstance(value, pl.Series):
+            return value.cast(dtype)
+        if isinstance(value, np.ndarray):
+            return pl.Series(value).cast(dtype)
+        return pl.Series([value] * df.height, dtype=dtype)
+
+    out = pl.DataFrame(
+        {
+            "id": df["id"],
+            "reason": col(reason, pl.String),
+            "duplicate_of": col(duplicate_of, pl.String),
+            "score": col(score, pl.Float64),
+            "detail": col(detail, pl.String),
+            "text": df["_text"],
+            "_row": df["_row"],
+        }
+    )
+    return out.filter(pl.Series(mask))
 
 
 # ---------------------------------------------------------------------------------------------------
-# Decontamination
+# The steps; each takes the rows still kept and returns the removed-table rows
 
 
-def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    """The word n-grams of `text` (none when it has fewer than n words)."""
-    words = text.split()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+def step_filters(df: pl.DataFrame, params: Any, key_fields: list[str]) -> pl.DataFrame:
+    f = params["filters"]
+    cfg = filters.FilterConfig(
+        required=list(f["required"]),
+        min_chars=dict(f["min_chars"]),
+        max_chars=dict(f["max_chars"]),
+        min_latin_ratio=float(f["min_latin_ratio"]),
+        refusal_patterns=list(f["refusal_patterns"]),
+        text_fields=key_fields,
+    )
+    found = filters.filter_reasons(df, cfg)
+    return _removed(df, found["reason"].is_not_null().to_numpy(), found["reason"], detail=found["detail"])
 
 
-def decontaminate(
-    ids: list[str],
-    questions: list[str],
-    qa_texts: list[str],
-    gold: list[dict[str, str]],
-    threshold: float,
-    scorer: str,
-) -> list[dict[str, Any]]:
-    """Rows that leak the gold set: {id, reason="contaminated", duplicate_of=<gold id>, score}.
+def step_decontaminate(df: pl.DataFrame, evals: pl.DataFrame, params: Any, steps: list[str]) -> pl.DataFrame:
+    d = params["decontaminate"]
+    if evals.height == 0 or df.height == 0:
+        return _removed(df, np.zeros(df.height, bool), "contaminated")
+    ngram_fields, near_fields = list(d["ngram_fields"]), list(d["near_fields"])
 
-    `questions`/`qa_texts` and the gold rows' "question"/"qa" are already normalized. A row leaks when its
-    question equals or near-matches a gold question, or its question+answer shares a 13-gram with a gold
-    question+answer.
-    """
-    score_fn = SCORERS[scorer]
-    gold_questions = [g["question"] for g in gold]
-    exact = {}
-    for g in gold:
-        exact.setdefault(g["question"], g["id"])
-    gram_owner: dict[tuple[str, ...], str] = {}
-    for g in gold:
-        for gram in ngrams(g["qa"]):
-            gram_owner.setdefault(gram, g["id"])
-    removed = []
-    for row_id, question, qa in tqdm(
-        zip(ids, questions, qa_texts, strict=True),
-        desc="decontaminate",
-        unit="row",
-        total=len(ids),
-        disable=len(ids) < 5000,
-    ):
-        if question in exact:
-            removed.append(
-                {"id": row_id, "reason": "contaminated", "duplicate_of": exact[question], "score": 100.0}
-            )
-            continue
-        match = process.extractOne(question, gold_questions, scorer=score_fn, score_cutoff=threshold)
-        if match is not None:
-            removed.append(
-                {
-                    "id": row_id,
-                    "reason": "contaminated",
-                    "duplicate_of": gold[match[2]]["id"],
-                    "score": float(match[1]),
-                }
-            )
-            continue
-        shared = next((gram_owner[g] for g in sorted(ngrams(qa)) if g in gram_owner), None)
-        if shared is not None:
-            removed.append({"id": row_id, "reason": "contaminated", "duplicate_of": shared, "score": 100.0})
-    return removed
+    def texts(frame: pl.DataFrame, fields: list[str]) -> pl.Series:
+        return frame.select(normalize.key_expr(fields, steps, separator=" "))[fields[0]]
+
+    by_gram = decontaminate.ngram_overlap(
+        texts(df, ngram_fields), texts(evals, ngram_fields), int(d["ngram"])
+    )
+    by_near, near_score = decontaminate.near_matches(
+        texts(df, near_fields), texts(evals, near_fields), str(d["near_scorer"]), float(d["near_threshold"])
+    )
+    gold = np.where(by_near >= 0, by_near, by_gram)
+    hit = gold >= 0
+    idx = np.maximum(gold, 0)
+    how = np.where(
+        by_near >= 0,
+        np.char.add(f"{'+'.join(near_fields)} {d['near_scorer']} ", near_score.round(1).astype(str)),
+        f"{d['ngram']}-gram of {'+'.join(ngram_fields)}",
+    )
+    sets = evals["eval_set"].to_numpy()[idx]
+    detail = pl.Series(np.char.add(np.char.add(sets.astype(str), ": "), how))
+    score = np.where(by_near >= 0, near_score, 100.0)
+    return _removed(df, hit, "contaminated", evals["id"].gather(idx), score, detail)
 
 
-def load_gold(path: Path, steps: list[str]) -> list[dict[str, str]]:
-    """Gold rows {id, question, qa} with the question and question+answer normalized."""
-    gold = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            q, a = str(row["question"]), str(row.get("answer", ""))
-            gold.append(
-                {
-                    "id": str(row.get("id", i)),
-                    "question": normalize_text(q, steps),
-                    "qa": normalize_text(f"{q} {a}", steps),
-                }
-            )
-    return gold
+def step_exact(df: pl.DataFrame, priority: np.ndarray | None) -> tuple[pl.DataFrame, np.ndarray]:
+    """Rows whose normalized key equals another's; returns (removed rows, representative per row)."""
+    rows = df.select("_key").with_row_index("_row")
+    labels = rows.select(pl.col("_row").min().over("_key")).to_series().to_numpy().astype(np.int64)
+    rep = clusters.representatives(labels, priority)
+    dup = rep != np.arange(df.height)
+    return _removed(df, dup, "exact_duplicate", df["id"].gather(rep), 100.0, "normalized key equal"), rep
+
+
+def step_near(
+    df: pl.DataFrame, params: Any, priority: np.ndarray | None, seed: int
+) -> tuple[pl.DataFrame, np.ndarray, dict[str, int]]:
+    """Near-duplicate clusters; returns (removed rows, representative per row, pair counts)."""
+    lsh = params["lsh"]
+    threshold, scorer = float(params["near_threshold"]), str(params["near_scorer"])
+    block_by = lsh["block_by"]
+    if block_by is not None and block_by not in df.columns:
+        raise SystemExit(f"error: dedup.lsh.block_by: the examples have no column {block_by!r}")
+    cfg = minhash.LSHConfig(
+        num_perm=int(lsh["bands"]) * int(lsh["rows"]),
+        bands=int(lsh["bands"]),
+        rows=int(lsh["rows"]),
+        ngram=int(lsh["shingle_words"]),
+        seed=seed,
+    )
+    keys = df["_key"]
+    pairs = minhash.near_duplicate_pairs(keys, threshold, scorer, cfg, df[block_by] if block_by else None)
+    labels = clusters.connected_components(df.height, pairs.i, pairs.j)
+    rep = clusters.representatives(labels, priority)
+    rows = np.arange(df.height)
+    dup = rep != rows
+    score = np.zeros(df.height)
+    score[dup] = minhash.verify(keys, rows[dup], rep[dup], scorer, 0.0)
+    detail = f"{scorer} >= {threshold:g} (cluster by union-find)"
+    removed = _removed(df, dup, "near_duplicate", df["id"].gather(rep), score, detail)
+    counts = {"candidate_pairs": pairs.n_candidates, "verified_pairs": int(pairs.i.size)}
+    return removed, rep, counts
+
+
+def step_judge(df: pl.DataFrame, params: Any, engine: Any = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    from dagster_project.curation.judge import judge_scores  # the teacher stack only when switched on
+
+    j = params["judge"]
+    scores, counters = judge_scores(
+        df,
+        str(j["prompt"]),
+        str(j["teacher_model"]),
+        temperature=float(j["temperature"]),
+        engine=engine,
+        max_attempts=int(j["max_attempts"]),
+    )
+    low = ~np.isnan(scores) & (scores < float(j["min_score"]))
+    removed = _removed(df, low, "judge_low_score", score=scores, detail=f"judge score < {j['min_score']}")
+    return removed, {
+        **counters,
+        "unrated": int(np.isnan(scores).sum()),
+        "rated": int((~np.isnan(scores)).sum()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
-# Split
+# Split and report
 
 
 def split_train_val(df: pl.DataFrame, val_fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -223,9 +242,43 @@ def split_train_val(df: pl.DataFrame, val_fraction: float, seed: int) -> tuple[p
     n_val = round(len(passages) * val_fraction)
     if len(passages) >= 2:
         n_val = min(max(n_val, 1), len(passages) - 1)
-    val_passages = set(passages[:n_val])
-    in_val = df["passage_id"].cast(pl.String).is_in(list(val_passages))
+    in_val = df["passage_id"].cast(pl.String).is_in(passages[:n_val])
     return df.filter(~in_val), df.filter(in_val)
+
+
+def largest_clusters(removed: pl.DataFrame, texts: dict[str, str]) -> tuple[int, list[dict[str, Any]]]:
+    """Duplicate clusters (a kept row and every row removed as its exact or near duplicate, chains
+    resolved), the number of them and the largest with a few examples each."""
+    dups = removed.filter(pl.col("reason").is_in(["exact_duplicate", "near_duplicate"]))
+    if dups.height == 0:
+        return 0, []
+    parent = dict(zip(dups["id"].to_list(), dups["duplicate_of"].to_list(), strict=True))
+
+    def root(x: str) -> str:
+        seen = 0
+        while x in parent and seen < 64:
+            x, seen = parent[x], seen + 1
+        return x
+
+    roots = pl.Series([root(x) for x in parent])  # one lookup per removed duplicate, not per input row
+    frame = dups.select("id", "reason", "score", "text").with_columns(root=roots)
+    sizes = (
+        frame.group_by("root")
+        .agg(pl.len().alias("removed"))
+        .sort(["removed", "root"], descending=[True, False])
+    )
+    out = []
+    for kept, n_removed in sizes.head(LARGEST_CLUSTERS).iter_rows():
+        members = frame.filter(pl.col("root") == kept).head(CLUSTER_EXAMPLES)
+        out.append(
+            {
+                "kept_id": kept,
+                "kept_text": texts.get(kept, ""),
+                "size": n_removed + 1,
+                "examples": members.select("id", "reason", "score", "text").to_dicts(),
+            }
+        )
+    return sizes.height, out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,48 +286,88 @@ def split_train_val(df: pl.DataFrame, val_fraction: float, seed: int) -> tuple[p
 
 
 def dedup(
-    df: pl.DataFrame, gold: list[dict[str, str]], params: Any
+    df: pl.DataFrame, evals: pl.DataFrame, params: Any, judge_engine: Any = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Run steps 1-5 on the examples `df`; return (train, val, removed, report)."""
+    """Run steps 1-6 on the examples `df` against the evaluation rows `evals` (see `load_eval_sets`);
+    return (train, val, removed, report)."""
     key_fields = list(params["key_fields"])
     steps = list(params["normalize"])
-    threshold = float(params["near_threshold"])
-    scorer = str(params["near_scorer"])
+    keep, keep_column = str(params["keep"]), params["keep_column"]
+    near_threshold, near_scorer = params["near_threshold"], params["near_scorer"]
+    lsh, decon, filt, judge = params["lsh"], params["decontaminate"], params["filters"], params["judge"]
     val_fraction = float(params["val_fraction"])
     seed = int(params["seed"])
+    del near_threshold, near_scorer, lsh, decon, filt  # read by the steps; named here so all keys are read
+    judge_on = bool(judge["enabled"])
 
-    df = df.with_columns(pl.col("id").cast(pl.String))
-    removed: list[dict[str, Any]] = []
+    columns = df.columns
+    work = (
+        df.with_columns(pl.col("id").cast(pl.String))
+        .with_columns(_key=normalize.key_expr(key_fields, steps), _text=normalize.raw_text_expr(key_fields))
+        .with_row_index("_row")  # rows are tracked by position: ids need not be unique
+    )
+    timings: dict[str, float] = {}
+    removed: list[pl.DataFrame] = []
+    alive = work
+    names = ["filters", "decontaminate", "exact", "near"] + (["judge"] if judge_on else [])
+    bar = tqdm(total=len(names), desc="dedup", unit="step", disable=df.height < 20_000, file=sys.stderr)
 
-    def drop(frame: pl.DataFrame, rows: list[dict[str, Any]]) -> pl.DataFrame:
-        removed.extend(rows)
-        return frame.filter(~pl.col("id").is_in([r["id"] for r in rows]))
+    def drop(step: str, rows: pl.DataFrame, t0: float) -> None:
+        nonlocal alive
+        removed.append(rows)
+        if rows.height:
+            alive = alive.filter(~pl.col("_row").is_in(rows["_row"].implode()))
+        timings[step] = round(time.perf_counter() - t0, 3)
+        bar.set_postfix_str(f"{step}: -{rows.height}")
+        bar.update(1)
 
-    kept = drop(df, find_exact_duplicates(df["id"].to_list(), normalized_keys(df, key_fields, steps)))
+    t0 = time.perf_counter()
+    drop("filters", step_filters(alive, params, key_fields), t0)
+    t0 = time.perf_counter()
+    drop("decontaminate", step_decontaminate(alive, evals, params, steps), t0)
+    t0 = time.perf_counter()
+    exact_removed, _ = step_exact(alive, clusters.keep_priority(alive, keep, alive["_text"], keep_column))
+    drop("exact", exact_removed, t0)
+    t0 = time.perf_counter()
+    near_removed, _, pair_counts = step_near(
+        alive, params, clusters.keep_priority(alive, keep, alive["_text"], keep_column), seed
+    )
+    drop("near", near_removed, t0)
+    judge_report: dict[str, Any] = {"enabled": judge_on}
+    if judge_on:
+        t0 = time.perf_counter()
+        judge_removed, counters = step_judge(alive, params, judge_engine)
+        judge_report.update(counters)
+        drop("judge", judge_removed, t0)
+    bar.close()
 
-    blocks = [[f"passage:{p}"] for p in kept["passage_id"].cast(pl.String).to_list()]
-    keys = normalized_keys(kept, key_fields, steps)
-    kept = drop(kept, find_near_duplicates(kept["id"].to_list(), keys, blocks, threshold, scorer))
-
-    questions = [normalize_text(str(q or ""), steps) for q in kept["question"].to_list()]
-    qa_texts = [
-        normalize_text(f"{q or ''} {a or ''}", steps)
-        for q, a in zip(kept["question"].to_list(), kept["answer"].to_list(), strict=True)
-    ]
-    kept = drop(kept, decontaminate(kept["id"].to_list(), questions, qa_texts, gold, threshold, scorer))
-
+    removed_df = (
+        pl.concat(removed).select(list(REMOVED_SCHEMA)) if removed else pl.DataFrame(schema=REMOVED_SCHEMA)
+    )
+    kept = alive.select(columns)
+    kept_mask = work["_row"].is_in(alive["_row"].implode()).to_numpy()
     train, val = split_train_val(kept, val_fraction, seed)
-    removed_df = pl.DataFrame(removed, schema=REMOVED_SCHEMA)
-    counts = {reason: 0 for reason in ("exact_duplicate", "near_duplicate", "contaminated")}
-    for row in removed:
-        counts[row["reason"]] += 1
+    counts = {r: 0 for r in REASONS}
+    counts.update(dict(removed_df.group_by("reason").len().iter_rows()))
+    n_clusters, largest = largest_clusters(
+        removed_df, dict(zip(work["id"].to_list(), work["_text"].to_list(), strict=True))
+    )
     report = {
         "n_in": df.height,
+        "n_kept": kept.height,
         "n_train": train.height,
         "n_val": val.height,
+        "n_removed": removed_df.height,
         "removed": counts,
         "n_val_passages": val["passage_id"].n_unique(),
         "n_train_passages": train["passage_id"].n_unique(),
+        "diversity": diversity.diversity_before_after(work["_key"], kept_mask),
+        "clusters": {"n_duplicate_clusters": n_clusters, "largest": largest},
+        "near_pairs": pair_counts,
+        "eval_sets": dict(evals.group_by("eval_set").len().sort("eval_set").iter_rows()),
+        "judge": judge_report,
+        "keep_rule": keep if keep != "highest" else f"highest {keep_column}",
+        "seconds": timings,
     }
     return train, val, removed_df, report
 
@@ -282,20 +375,27 @@ def dedup(
 def main() -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--synthesized", default="assets/synthesized", help="folder holding examples.parquet")
-    parser.add_argument("--gold", default="data/demo_world/gold_test.jsonl", help="the gold test set (jsonl)")
+    parser.add_argument(
+        "--gold",
+        nargs="+",
+        default=["data/demo_world/gold_test.jsonl"],
+        help="every evaluation set to decontaminate against (jsonl: id, question, answer[, context])",
+    )
     parser.add_argument("--out", default="assets/deduped", help="output folder")
     args = parser.parse_args()
     params = load_stage_params(args.params, "dedup")
 
     examples = pl.read_parquet(Path(args.synthesized) / "examples.parquet")
-    gold = load_gold(Path(args.gold), list(params["normalize"]))
-    train, val, removed, report = dedup(examples, gold, params)
+    evals = load_eval_sets([Path(p) for p in args.gold])
+    train, val, removed, report = dedup(examples, evals, params)
     with atomic_output_dir(args.out) as tmp:
         train.write_parquet(tmp / "train.parquet")
         val.write_parquet(tmp / "val.parquet")
         removed.write_parquet(tmp / "removed.parquet")
-        write_json(tmp / "report.json", report)
-    print(json.dumps(report))
+        write_json(tmp / "report.json", {k: v for k, v in report.items() if k not in DETAIL_KEYS})
+        write_json(tmp / "details.json", {k: report[k] for k in DETAIL_KEYS})
+    summary = {k: report[k] for k in ("n_in", "n_train", "n_val", "n_removed")}
+    print(json.dumps({**summary, "removed": {k: v for k, v in report["removed"].items() if v}}))
 
 
 if __name__ == "__main__":
