@@ -552,6 +552,7 @@ def train_student(
     params: Mapping[str, Any],
     out_dir: str | Path,
     checkpoint_root: str | Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Train the student on `train_rows`, score it on `val_rows`, save it into `out_dir`; return the log.
 
@@ -607,7 +608,7 @@ def train_student(
 
     losses = _LossLog(train_ds)
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from is not None else 0
-    callbacks: list[TrainerCallback] = [losses, _Curves(run_dir / "dvclive", resume_step)]
+    callbacks = [losses, _Curves(run_dir / "dvclive", resume_step), *callbacks]
     if evaluating and patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     args = TrainingArguments(
