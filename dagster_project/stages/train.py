@@ -18,7 +18,6 @@ Hugging Face `Trainer`.
 """
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
 
@@ -472,6 +472,12 @@ class QATrainer(Trainer):
         self.tokens_seen = 0
         self._tokens_at_last_log, self._time_at_last_log = 0, time.perf_counter()
 
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, QADataset):
+            return LengthGroupedSampler(dataset, self.args.per_device_train_batch_size, self.args.data_seed)
+        return super()._get_train_sampler(train_dataset)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         prompt_mask = inputs.pop("prompt_mask")
         labels = inputs.pop("labels")
@@ -504,12 +510,23 @@ class QATrainer(Trainer):
         super().log(logs, start_time)
 
 
-def _length_grouping() -> dict[str, Any]:
-    """TrainingArguments that batch examples of similar length (less padding): v5 and v4 spellings."""
-    names = inspect.signature(TrainingArguments.__init__).parameters
-    if "train_sampling_strategy" in names:
-        return {"train_sampling_strategy": "group_by_length"}
-    return {"group_by_length": True}
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """Batches of similar length (less padding), reshuffled every epoch from (seed, epoch) alone.
+
+    transformers' own length-grouped sampler draws from the global torch RNG, whose state differs
+    between an uninterrupted run and one resumed mid-run, so a resumed run would see other batches.
+    This one reads `dataset.epoch` (set at each epoch start) and gives the same order either way.
+    """
+
+    def __init__(self, dataset: QADataset, batch_size: int, seed: int) -> None:
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):  # noqa: ANN204
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.dataset.epoch)
+        return iter(get_length_grouped_indices(self.dataset.lengths, self.batch_size, generator=generator))
 
 
 def _precision(setting: str) -> dict[str, bool]:
@@ -642,7 +659,6 @@ def train_student(
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
         **flags,
-        **_length_grouping(),
     )
     trainer = QATrainer(
         model=model,
