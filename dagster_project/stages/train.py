@@ -200,7 +200,8 @@ def make_collator(pad_id: int, packing: bool = False, max_length: int | None = N
 
     Packing (first-fit decreasing) concatenates several examples into one row. `position_ids` restart
     at 0 for every example and no `attention_mask` is passed: transformers then derives a block-diagonal
-    causal mask from the position ids (`masking_utils.find_packed_sequence_indices`), so no token
+    causal mask from the position ids (`masking_utils.find_packed_sequence_indices`; only without a KV
+    cache, hence `use_cache=False` in `QATrainer.compute_loss`), so no token
     attends across an example boundary and a packed batch has the same loss as the unpacked one
     (tested). The first token of each example is never a target (as in an unpacked row). This needs a
     model whose attention uses `create_causal_mask` (GPT-2, Llama, Qwen, SmolLM... in transformers 5);
@@ -488,6 +489,7 @@ class QATrainer(Trainer):
             input_ids=inputs["input_ids"],
             attention_mask=inputs.get("attention_mask"),
             position_ids=inputs.get("position_ids"),
+            use_cache=False,  # with a cache, transformers ignores packed position ids (attention would leak)
         )
         logits = outputs.logits[:, :-1].float()
         token_loss = torch.nn.functional.cross_entropy(
