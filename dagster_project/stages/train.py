@@ -607,10 +607,8 @@ def train_student(
     steps_per_epoch = math.ceil(math.ceil(len(train_ds) / batch_size) / accumulation)
     total_steps = max(1, math.ceil(steps_per_epoch * epochs))
     evaluating = eval_steps > 0 and len(val_ds) > 0
-    if evaluating and save_steps:
-        save_steps = max(eval_steps, save_steps // eval_steps * eval_steps)  # best-model tracking needs it
-    elif evaluating and patience:
-        save_steps = eval_steps  # early stopping restores the best checkpoint
+    if evaluating and (save_steps or patience):
+        save_steps = eval_steps  # a checkpoint at every evaluation, so the best model can be restored
     flags = _precision(precision)
     print(
         f"train: {len(train_ds)} examples ({sum(e['truncated'] for e in train_ds.examples)} truncated), "
