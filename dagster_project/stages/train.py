@@ -362,7 +362,8 @@ def _plain(obj: Any) -> Any:
 def run_fingerprint(params: Mapping[str, Any], train_rows: Sequence, val_rows: Sequence) -> str:
     """What a checkpoint must match to be resumed: params, data, this file's code, and the world size."""
     h = hashlib.sha256()
-    h.update(json.dumps(_plain(params), sort_keys=True, default=str).encode())
+    raw = getattr(params, "_data", params)  # a TrackedParams' plain data: hashing is not "reading" a key
+    h.update(json.dumps(_plain(raw), sort_keys=True, default=str).encode())
     h.update(json.dumps([list(train_rows), list(val_rows)], sort_keys=True, default=str).encode())
     h.update(Path(__file__).read_bytes())
     h.update(os.environ.get("WORLD_SIZE", "1").encode())
@@ -432,6 +433,8 @@ class _Curves(TrainerCallback):
         if self.resume_step:
             for tsv in (self.live_dir / "plots").rglob("*.tsv"):
                 lines = tsv.read_text().splitlines(keepends=True)
+                if not lines:
+                    continue
                 step_col = lines[0].rstrip("\n").split("\t").index("step")
                 keep = [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= self.resume_step]
                 tsv.write_text("".join(lines[:1] + keep))

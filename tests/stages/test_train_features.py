@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import train
+from dagster_project.stages.common import TrackedParams
 
 REPO_ROOT, TINY_TRAIN = tte.REPO_ROOT, tte.TINY_TRAIN
 recipe = tte.recipe  # the fixture: a recipe folder with tiny data, cwd = it
@@ -103,6 +104,8 @@ def test_a_checkpoint_of_other_params_is_not_resumed(recipe: Path) -> None:
     assert a == train.run_fingerprint(dict(TINY_TRAIN), rows, [])
     assert a != train.run_fingerprint(dict(TINY_TRAIN, learning_rate=0.001), rows, [])
     assert a != train.run_fingerprint(dict(TINY_TRAIN), rows[1:], [])
+    tracked = TrackedParams(dict(TINY_TRAIN), "train")
+    assert train.run_fingerprint(tracked, rows, []) == a and not tracked.accessed  # hashing is not reading
     (recipe / "c" / "checkpoint-5").mkdir(parents=True)  # cut short by a kill: no trainer_state.json
     assert train.last_checkpoint(recipe / "c") is None
     (recipe / "c" / "checkpoint-3").mkdir()
