@@ -1,6 +1,6 @@
 """Training throughput: our train stage vs a plain Hugging Face `Trainer` with default settings, same run.
 
-    python benchmarks/train.py [--data assets/deduped] [--steps 60] [--quick]
+    python benchmarks/train.py [--data assets/deduped] [--steps 60] [--repeats 3] [--quick]
 
 Both train the offline default student (params.yaml's `train` section: the tiny GPT-2 from config and
 the BPE tokenizer trained on the data) on the same examples for the same number of optimizer steps of
@@ -9,7 +9,8 @@ the same batch size. Throughput counts real (non-padding) tokens per second of `
   `DataCollatorForLanguageModeling(mlm=False)`, no checkpoints;
 - `ours`: `train.train_student` as the stage runs it (length-grouped batches, completion loss + prompt
   loss, answer-swap augmentation), checkpoints off; once without and once with `packing`.
-Prints JSON. Without `--data`, or when it has no train.parquet, the rows come from the gold test set
+The configurations run interleaved (plain, ours, packed, plain, ...) `--repeats` times and each figure is
+the median, so a load spike from other jobs hits all of them alike. Prints JSON. Without `--data`, or when it has no train.parquet, the rows come from the gold test set
 (the same shape of data; only throughput is measured here, never quality).
 """
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -85,24 +87,35 @@ def main() -> None:
     parser.add_argument("--data", default="assets/deduped", help="folder with train.parquet")
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per configuration")
-    parser.add_argument("--quick", action="store_true", help="20 steps (a smoke run; noisier)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; figures are medians")
+    parser.add_argument("--quick", action="store_true", help="20 steps, 1 round (a smoke run; noisier)")
     args = parser.parse_args()
-    steps = 20 if args.quick else args.steps
+    steps, repeats = (20, 1) if args.quick else (args.steps, args.repeats)
     params = yaml.safe_load(Path(args.params).read_text())["train"]
     params = {**train.TRAIN_DEFAULTS, **params, "base_model": None}
     rows, source = load_rows(args.data)
 
-    results = {}
+    runs: dict[str, list[dict]] = {"plain_trainer": [], "ours": [], "ours_packed": []}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        results["plain_trainer"] = plain_trainer(rows, params, steps, Path(tmp) / "plain")
-        results["ours"] = ours(rows, params, steps, Path(tmp) / "ours", packing=False)
-        results["ours_packed"] = ours(rows, params, steps, Path(tmp) / "packed", packing=True)
+        for i in range(repeats):
+            runs["plain_trainer"].append(plain_trainer(rows, params, steps, Path(tmp) / f"plain{i}"))
+            runs["ours"].append(ours(rows, params, steps, Path(tmp) / f"ours{i}", packing=False))
+            runs["ours_packed"].append(ours(rows, params, steps, Path(tmp) / f"packed{i}", packing=True))
+    results = {
+        name: {
+            "tokens_per_second": statistics.median(r["tokens_per_second"] for r in rs),
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "tokens_per_second_each": [r["tokens_per_second"] for r in rs],
+        }
+        for name, rs in runs.items()
+    }
     base = results["plain_trainer"]["tokens_per_second"]
     report = {
         "benchmark": "train throughput (real tokens/s of trainer.train())",
         "data": source,
         "n_examples": len(rows),
         "steps": steps,
+        "repeats": repeats,
         "batch_size": params["batch_size"],
         "model": {k: params[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "max_length")},
         "results": results,
