@@ -10,8 +10,9 @@ the same batch size. Throughput counts real (non-padding) tokens per second of `
 - `ours`: `train.train_student` as the stage runs it (length-grouped batches, completion loss + prompt
   loss, answer-swap augmentation), checkpoints off; once without and once with `packing`.
 The configurations run interleaved (plain, ours, packed, plain, ...) `--repeats` times and each figure is
-the median, so a load spike from other jobs hits all of them alike. Prints JSON. Without `--data`, or when it has no train.parquet, the rows come from the gold test set
-(the same shape of data; only throughput is measured here, never quality).
+the median, so a load spike from other jobs hits all of them alike. Prints JSON. Without `--data`, or
+when it has no train.parquet, the rows come from the gold test set (the same shape of data; only
+throughput is measured here, never quality).
 """
 
 import argparse
