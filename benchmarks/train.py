@@ -16,10 +16,12 @@ throughput is measured here, never quality).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,7 +99,8 @@ def main() -> None:
     rows, source = load_rows(args.data)
 
     runs: dict[str, list[dict]] = {"plain_trainer": [], "ours": [], "ours_packed": []}
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+    # The Trainer prints its logs on stdout: keep stdout for the JSON alone.
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp, contextlib.redirect_stdout(sys.stderr):
         for i in range(repeats):
             runs["plain_trainer"].append(plain_trainer(rows, params, steps, Path(tmp) / f"plain{i}"))
             runs["ours"].append(ours(rows, params, steps, Path(tmp) / f"ours{i}", packing=False))
