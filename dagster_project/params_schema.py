@@ -118,6 +118,14 @@ class DedupParams(_Section):
         return self
 
 
+class LoraParams(_Section):
+    enabled: bool = False
+    r: int = Field(default=8, gt=0)
+    alpha: float = Field(default=16, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] | None = None  # null: peft's default for the architecture
+
+
 class TrainParams(_Section):
     base_model: str | None
     vocab_size: int = Field(ge=300)
@@ -132,6 +140,22 @@ class TrainParams(_Section):
     prompt_loss_weight: float = Field(ge=0)
     answer_swap_prob: float = Field(ge=0, le=1)
     seed: int
+    # Optional keys (defaults = the behaviour before they existed; see train.TRAIN_DEFAULTS).
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    packing: bool = False
+    eval_steps: int = Field(default=0, ge=0)
+    early_stopping_patience: int = Field(default=0, ge=0)
+    save_steps: int = Field(default=200, ge=0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    torch_compile: bool = False
+    lora: LoraParams = LoraParams()
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evaluation(self) -> "TrainParams":
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError("early_stopping_patience needs eval_steps > 0 (how often to evaluate)")
+        return self
 
 
 class DiversityParams(_Section):

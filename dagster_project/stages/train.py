@@ -17,12 +17,13 @@ The same script runs on CPU, one GPU (bf16 where supported) or N GPUs (`torchrun
 Hugging Face `Trainer`.
 """
 
-import inspect
+import hashlib
 import json
 import math
+import os
 import random
 import re
-import tempfile
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    EarlyStoppingCallback,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedModel,
@@ -44,6 +46,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
 
@@ -151,8 +154,9 @@ class QADataset(torch.utils.data.Dataset):
     changes from epoch to epoch and is mostly a string never seen before, so it cannot be memorised:
     the only way to be right is to read it off the context (to copy). Without it a tiny model trained
     on a few hundred passages memorises the training answers and never learns to copy, so it fails on
-    the held-out entities of the test set. Draws are seeded by (seed, index, access count), so a run
-    is deterministic.
+    the held-out entities of the test set. Draws are seeded by (seed, index, epoch) -- `epoch` is set
+    by the trainer at the start of each epoch -- so a run is deterministic and a run resumed from a
+    checkpoint sees exactly the examples the uninterrupted run would have seen.
     """
 
     def __init__(
@@ -167,7 +171,7 @@ class QADataset(torch.utils.data.Dataset):
         self.swap_prob, self.seed = swap_prob, seed
         self.examples = [encode_example(tokenizer, r, max_length) for r in self.rows]
         self.names, self.lower = _word_pools(self.rows)
-        self.accesses = [0] * len(self.rows)
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -175,8 +179,7 @@ class QADataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         ex = self.examples[i]
         if self.swap_prob > 0:
-            rng = random.Random(f"{self.seed}:{i}:{self.accesses[i]}")
-            self.accesses[i] += 1
+            rng = random.Random(f"{self.seed}:{i}:{self.epoch}")
             if rng.random() < self.swap_prob:
                 row = self.rows[i]
                 swapped = swap_answer(row, novel_answer(row["answer"], rng, self.names, self.lower))
@@ -189,25 +192,63 @@ class QADataset(torch.utils.data.Dataset):
         return [len(ex["input_ids"]) for ex in self.examples]
 
 
-def make_collator(pad_id: int):
-    """Right-pad a batch; padding gets attention 0 and label IGNORE_INDEX.
+def make_collator(pad_id: int, packing: bool = False, max_length: int | None = None):
+    """Collate a batch into padded rows; with `packing`, into as few rows of <= `max_length` as fit.
 
-    `prompt_mask` marks the prompt tokens (1) for the optional prompt loss (see `QATrainer`).
+    Padding gets label IGNORE_INDEX. `prompt_mask` marks the prompt tokens (1) for the optional
+    prompt loss (see `QATrainer`); `n_tokens` counts the real (non-padding) tokens for tokens/s.
+
+    Packing (first-fit decreasing) concatenates several examples into one row. `position_ids` restart
+    at 0 for every example and no `attention_mask` is passed: transformers then derives a block-diagonal
+    causal mask from the position ids (`masking_utils.find_packed_sequence_indices`; only without a KV
+    cache, hence `use_cache=False` in `QATrainer.compute_loss`), so no token
+    attends across an example boundary and a packed batch has the same loss as the unpacked one
+    (tested). The first token of each example is never a target (as in an unpacked row). This needs a
+    model whose attention uses `create_causal_mask` (GPT-2, Llama, Qwen, SmolLM... in transformers 5);
+    for others, keep packing off.
     """
 
+    def pad_rows(rows: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        width = max(sum(len(ex["input_ids"]) for ex in row) for row in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        prompt_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for ex in row:
+                n = len(ex["input_ids"])
+                ids[r, start : start + n] = torch.tensor(ex["input_ids"])
+                labels[r, start : start + n] = torch.tensor(ex["labels"])
+                mask[r, start : start + n] = 1
+                prompt_mask[r, start + 1 : start + ex["n_prompt"]] = 1  # the first token is never a target
+                positions[r, start : start + n] = torch.arange(n)
+                start += n
+            positions[r, start:] = torch.arange(width - start)  # padding: a segment of its own
+        batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": mask.sum()}
+        if packing:
+            batch["position_ids"] = positions
+        else:
+            batch["attention_mask"] = mask
+        return batch
+
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(ex["input_ids"]) for ex in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        prompt_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, ex in enumerate(batch):
+        if not packing:
+            return pad_rows([[ex] for ex in batch])
+        limit = max_length or max(len(ex["input_ids"]) for ex in batch)
+        rows: list[list[dict[str, Any]]] = []
+        room: list[int] = []
+        for ex in sorted(batch, key=lambda e: -len(e["input_ids"])):
             n = len(ex["input_ids"])
-            ids[i, :n] = torch.tensor(ex["input_ids"])
-            labels[i, :n] = torch.tensor(ex["labels"])
-            mask[i, :n] = 1
-            prompt_mask[i, : ex["n_prompt"]] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "prompt_mask": prompt_mask}
+            slot = next((r for r, free in enumerate(room) if free >= n), None)
+            if slot is None:
+                rows.append([ex])
+                room.append(limit - n)
+            else:
+                rows[slot].append(ex)
+                room[slot] -= n
+        return pad_rows(rows)
 
     return collate
 
@@ -288,18 +329,133 @@ def sinusoidal_positions(n_positions: int, dim: int, scale: float = 0.02) -> tor
 # Training
 
 
-class _LossLog(TrainerCallback):
-    """Collects every logged training loss (the Trainer's own history, kept small and JSON-ready)."""
+# Keys added after the first release of the `train` section: a params.yaml without them keeps today's
+# behaviour. params.yaml lists them all (the e2e test checks that every key there is read).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "gradient_accumulation_steps": 1,
+    "lr_scheduler": "cosine",  # cosine | linear | constant_with_warmup
+    "packing": False,
+    "eval_steps": 0,  # 0: evaluate once, at the end
+    "early_stopping_patience": 0,  # evaluations without a better val loss before stopping (0: off)
+    "save_steps": 200,  # checkpoint every N optimizer steps for resume (0: no checkpoints)
+    "precision": "auto",  # auto (bf16 on a GPU that supports it) | bf16 | fp16 | fp32
+    "torch_compile": False,
+    "lora": {"enabled": False, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None},
+}
+CHECKPOINT_ROOT_ENV = "DISTILL_TRAIN_CHECKPOINTS"  # operational (not a param): where checkpoints live
+DEFAULT_CHECKPOINT_ROOT = ".cache/train-checkpoints"
 
-    def __init__(self) -> None:
+
+def _param(params: Mapping[str, Any], key: str) -> Any:
+    return params[key] if key in params else TRAIN_DEFAULTS[key]
+
+
+def _plain(obj: Any) -> Any:
+    """A JSON-ready copy of a (tracked) params mapping."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(obj[k]) for k in obj}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def run_fingerprint(params: Mapping[str, Any], train_rows: Sequence, val_rows: Sequence) -> str:
+    """What a checkpoint must match to be resumed: params, data, this file's code, and the world size."""
+    h = hashlib.sha256()
+    raw = getattr(params, "_data", params)  # a TrackedParams' plain data: hashing is not "reading" a key
+    h.update(json.dumps(_plain(raw), sort_keys=True, default=str).encode())
+    h.update(json.dumps([list(train_rows), list(val_rows)], sort_keys=True, default=str).encode())
+    h.update(Path(__file__).read_bytes())
+    h.update(os.environ.get("WORLD_SIZE", "1").encode())
+    return h.hexdigest()[:16]
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete `checkpoint-<step>` folder in `run_dir` (the Trainer writes
+    trainer_state.json last, so a folder cut short by a kill is skipped), or None."""
+    done = [
+        d
+        for d in Path(run_dir).glob("checkpoint-*")
+        if d.name.split("-")[-1].isdigit() and (d / "trainer_state.json").exists()
+    ]
+    return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class _LossLog(TrainerCallback):
+    """Collects every logged loss (the Trainer's own history, kept small and JSON-ready), and sets the
+    dataset's epoch for the answer-swap draws."""
+
+    def __init__(self, dataset: "QADataset | None" = None) -> None:
         self.history: list[dict[str, float]] = []
+        self.eval_history: list[dict[str, float]] = []
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+        if self.dataset is not None:
+            self.dataset.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
         if logs and "loss" in logs:
             entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "loss": logs["loss"]}
-            if "learning_rate" in logs:
-                entry["learning_rate"] = logs["learning_rate"]
+            for key in ("learning_rate", "tokens_per_s"):
+                if key in logs:
+                    entry[key] = logs[key]
             self.history.append(entry)
+        if logs and "eval_loss" in logs:
+            self.eval_history.append({"step": state.global_step, "eval_loss": logs["eval_loss"]})
+
+
+class _Curves(TrainerCallback):
+    """Training curves with dvclive (`dvc plots show`/`diff`): train/loss, train/learning_rate,
+    train/tokens_per_s and eval/loss per optimizer step, written on the main process only.
+
+    On resume from step N, rows logged after N by the killed run are dropped before logging goes on.
+    """
+
+    KEYS = {
+        "loss": "train/loss",
+        "learning_rate": "train/learning_rate",
+        "tokens_per_s": "train/tokens_per_s",
+    }
+
+    def __init__(self, live_dir: Path, resume_step: int) -> None:
+        self.live_dir, self.resume_step, self.live = live_dir, resume_step, None
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+        if not state.is_world_process_zero:
+            return
+        from dvclive import Live  # imported here: it pulls in DVC
+
+        if self.resume_step:
+            for tsv in (self.live_dir / "plots").rglob("*.tsv"):
+                lines = tsv.read_text().splitlines(keepends=True)
+                if not lines:
+                    continue
+                step_col = lines[0].rstrip("\n").split("\t").index("step")
+                keep = [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= self.resume_step]
+                tsv.write_text("".join(lines[:1] + keep))
+        else:
+            shutil.rmtree(self.live_dir, ignore_errors=True)
+        self.live = Live(str(self.live_dir), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
+        if self.live is None or not logs:
+            return
+        self.live.step = state.global_step
+        for key, name in self.KEYS.items():
+            if key in logs:
+                self.live.log_metric(name, float(logs[key]))
+        if "eval_loss" in logs:
+            self.live.log_metric("eval/loss", float(logs["eval_loss"]))
+        self.live.make_summary()
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+        if self.live is not None:
+            self.live.end()
 
 
 class QATrainer(Trainer):
@@ -311,17 +467,33 @@ class QATrainer(Trainer):
     second occurrence needs the same copy circuit (induction heads) that extracting an answer needs.
     (Measured on look-alike data, 600 steps: weight 1.0 gave val answer loss 2.94, weight 0.1 gave
     4.01.) Set it to 0 for the classic answer-only loss, e.g. when fine-tuning a pretrained model.
-    Evaluation (val loss) uses the completion loss alone.
+    Evaluation (val loss) uses the completion loss alone. Logs tokens/s (real tokens, no padding).
     """
 
     def __init__(self, *args: Any, prompt_loss_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prompt_loss_weight = prompt_loss_weight
+        self.tokens_seen = 0
+        self._tokens_at_last_log, self._time_at_last_log = 0, time.perf_counter()
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, QADataset):
+            return LengthGroupedSampler(dataset, self.args.per_device_train_batch_size, self.args.data_seed)
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         prompt_mask = inputs.pop("prompt_mask")
         labels = inputs.pop("labels")
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        n_tokens = inputs.pop("n_tokens", None)
+        if model.training and n_tokens is not None:
+            self.tokens_seen += int(n_tokens)
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            position_ids=inputs.get("position_ids"),
+            use_cache=False,  # with a cache, transformers ignores packed position ids (attention would leak)
+        )
         logits = outputs.logits[:, :-1].float()
         token_loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)), inputs["input_ids"][:, 1:].reshape(-1), reduction="none"
@@ -333,13 +505,67 @@ class QATrainer(Trainer):
             loss = loss + self.prompt_loss_weight * (token_loss * prompt).sum() / prompt.sum().clamp(min=1)
         return (loss, outputs) if return_outputs else loss
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now = time.perf_counter()
+            elapsed = max(now - self._time_at_last_log, 1e-9)
+            world = max(1, self.args.world_size)
+            logs["tokens_per_s"] = round((self.tokens_seen - self._tokens_at_last_log) * world / elapsed, 1)
+            self._tokens_at_last_log, self._time_at_last_log = self.tokens_seen, now
+        super().log(logs, start_time)
 
-def _length_grouping() -> dict[str, Any]:
-    """TrainingArguments that batch examples of similar length (less padding): v5 and v4 spellings."""
-    names = inspect.signature(TrainingArguments.__init__).parameters
-    if "train_sampling_strategy" in names:
-        return {"train_sampling_strategy": "group_by_length"}
-    return {"group_by_length": True}
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """Batches of similar length (less padding), reshuffled every epoch from (seed, epoch) alone.
+
+    transformers' own length-grouped sampler draws from the global torch RNG, whose state differs
+    between an uninterrupted run and one resumed mid-run, so a resumed run would see other batches.
+    This one reads `dataset.epoch` (set at each epoch start) and gives the same order either way.
+    """
+
+    def __init__(self, dataset: QADataset, batch_size: int, seed: int) -> None:
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):  # noqa: ANN204
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.dataset.epoch)
+        return iter(get_length_grouped_indices(self.dataset.lengths, self.batch_size, generator=generator))
+
+
+def _precision(setting: str) -> dict[str, bool]:
+    """bf16/fp16 flags for TrainingArguments; `auto` is bf16 on a GPU that supports it, else fp32."""
+    cuda = torch.cuda.is_available()
+    if setting == "auto":
+        setting = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if setting in ("bf16", "fp16") and not cuda:
+        print(f"train: precision {setting} asked for but no GPU: training in fp32")
+        setting = "fp32"
+    return {"bf16": setting == "bf16", "fp16": setting == "fp16"}
+
+
+def apply_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedModel:
+    """The model wrapped with LoRA adapters (peft) when `lora.enabled`, else the model itself.
+
+    Every key of the block is read either way. `target_modules: null` takes peft's default for the
+    architecture (e.g. GPT-2's `c_attn`). The adapters are merged into the weights before saving,
+    so the student stays a plain `from_pretrained`-loadable checkpoint.
+    """
+    enabled, r, alpha, dropout = lora["enabled"], lora["r"], lora["alpha"], lora["dropout"]
+    targets = lora["target_modules"]
+    if not enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets) if targets else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
 
 
 def train_student(
@@ -347,96 +573,158 @@ def train_student(
     val_rows: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
     out_dir: str | Path,
+    checkpoint_root: str | Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train the student on `train_rows`, score it on `val_rows`, save it into `out_dir`; return the log."""
+    """Train the student on `train_rows`, score it on `val_rows`, save it into `out_dir`; return the log.
+
+    Checkpoints go to `<checkpoint_root>/<run fingerprint>/` (default `.cache/train-checkpoints`, or
+    $DISTILL_TRAIN_CHECKPOINTS): outside the DVC output, so a killed run resumes from its last checkpoint
+    when it is rerun with the same params, data and code. The folder is deleted after success.
+    """
     seed = params["seed"]
     set_seed(seed)
+    # Read every key of the section up front, whichever branch uses it (a test checks this).
+    accumulation = _param(params, "gradient_accumulation_steps")
+    scheduler, packing = _param(params, "lr_scheduler"), _param(params, "packing")
+    eval_steps, patience = _param(params, "eval_steps"), _param(params, "early_stopping_patience")
+    save_steps, precision = _param(params, "save_steps"), _param(params, "precision")
+    compile_model, lora = _param(params, "torch_compile"), _param(params, "lora")
+
+    root = Path(checkpoint_root or os.environ.get(CHECKPOINT_ROOT_ENV) or DEFAULT_CHECKPOINT_ROOT)
+    run_dir = root / run_fingerprint(params, train_rows, val_rows)
+    resume_from = last_checkpoint(run_dir) if save_steps else None
+
     tokenizer, model = build_student(params, train_rows)
+    if resume_from is not None and (run_dir / "tokenizer").exists():
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")  # the very tokenizer of the run
+    model = apply_lora(model, lora)
     max_length = min(params["max_length"], getattr(model.config, "n_positions", None) or params["max_length"])
     train_ds = QADataset(tokenizer, train_rows, max_length, params["answer_swap_prob"], seed)
     val_ds = QADataset(tokenizer, val_rows, max_length)
     n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     batch_size = params["batch_size"]
     epochs = params["epochs"]
-    steps_per_epoch = math.ceil(len(train_ds) / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train_ds) / batch_size) / accumulation)
     total_steps = max(1, math.ceil(steps_per_epoch * epochs))
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    evaluating = eval_steps > 0 and len(val_ds) > 0
+    if evaluating and (save_steps or patience):
+        save_steps = eval_steps  # a checkpoint at every evaluation, so the best model can be restored
+    flags = _precision(precision)
     print(
         f"train: {len(train_ds)} examples ({sum(e['truncated'] for e in train_ds.examples)} truncated), "
-        f"val: {len(val_ds)}, model: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}, "
-        f"{total_steps} steps of {batch_size}"
+        f"val: {len(val_ds)}, model: {n_params / 1e6:.2f}M params ({n_trainable / 1e6:.2f}M trainable), "
+        f"vocab {len(tokenizer)}, {total_steps} steps of {batch_size}x{accumulation}"
+        + (", packed" if packing else "")
     )
+    if resume_from is not None:
+        print(f"train: resumed from {resume_from} (step {resume_from.name.split('-')[-1]})")
+    if _is_main_process() and save_steps:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "tokenizer").exists():
+            tokenizer.save_pretrained(run_dir / "tokenizer")
 
-    losses = _LossLog()
-    with tempfile.TemporaryDirectory(prefix="train-scratch-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            max_steps=total_steps,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=batch_size,
-            learning_rate=params["learning_rate"],
-            warmup_steps=math.ceil(params["warmup_ratio"] * total_steps),
-            lr_scheduler_type="cosine",
-            weight_decay=0.01,
-            max_grad_norm=1.0,
-            logging_steps=max(1, total_steps // 50),
-            logging_first_step=True,
-            save_strategy="no",
-            eval_strategy="no",
-            report_to="none",
-            seed=seed,
-            data_seed=seed,
-            bf16=use_bf16,
-            dataloader_num_workers=0,
-            remove_unused_columns=False,  # keep prompt_mask for QATrainer.compute_loss
-            dataloader_pin_memory=torch.cuda.is_available(),
-            disable_tqdm=False,
-            **_length_grouping(),
-        )
-        trainer = QATrainer(
-            model=model,
-            prompt_loss_weight=params["prompt_loss_weight"],
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=val_ds if len(val_ds) else None,
-            data_collator=make_collator(tokenizer.pad_token_id),
-            callbacks=[losses],
-        )
-        started = time.perf_counter()
-        result = trainer.train()
-        train_seconds = time.perf_counter() - started
-        val_loss = trainer.evaluate()["eval_loss"] if len(val_ds) else None
+    losses = _LossLog(train_ds)
+    resume_step = int(resume_from.name.split("-")[-1]) if resume_from is not None else 0
+    callbacks = [losses, _Curves(run_dir / "dvclive", resume_step), *callbacks]
+    if evaluating and patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    args = TrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=epochs,
+        max_steps=total_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=params["learning_rate"],
+        warmup_steps=math.ceil(params["warmup_ratio"] * total_steps),
+        lr_scheduler_type=scheduler,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        logging_steps=max(1, total_steps // 50),
+        logging_first_step=True,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=eval_steps or None,
+        load_best_model_at_end=bool(evaluating and save_steps),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        torch_compile=compile_model,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # keep prompt_mask for QATrainer.compute_loss
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=False,
+        **flags,
+    )
+    trainer = QATrainer(
+        model=model,
+        prompt_loss_weight=params["prompt_loss_weight"],
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds if len(val_ds) else None,
+        data_collator=make_collator(tokenizer.pad_token_id, packing, max_length),
+        callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    train_seconds = time.perf_counter() - started
+    val_loss = trainer.evaluate()["eval_loss"] if len(val_ds) else None
 
-    tokens_seen = sum(train_ds.lengths) * total_steps / steps_per_epoch
+    steps_run = trainer.state.global_step - resume_step
     log = {
         "n_train": len(train_ds),
         "n_val": len(val_ds),
         "n_truncated": sum(e["truncated"] for e in train_ds.examples),
         "n_params": n_params,
+        "n_trainable_params": n_trainable,
         "vocab_size": len(tokenizer),
         "max_length": max_length,
-        "steps": total_steps,
+        "steps": trainer.state.global_step,
+        "planned_steps": total_steps,
+        "resumed_from_step": resume_step or None,
+        "stopped_early": trainer.state.global_step < total_steps,
+        "best_step": trainer.state.best_global_step,
         "train_loss": result.training_loss,
         "final_logged_loss": losses.history[-1]["loss"] if losses.history else None,
         "val_loss": val_loss,
         "train_seconds": round(train_seconds, 2),
-        "tokens_per_second": round(tokens_seen / train_seconds, 1),
+        "tokens_per_second": round(trainer.tokens_seen * max(1, args.world_size) / train_seconds, 1),
+        "steps_per_second": round(steps_run / train_seconds, 3),
         "device": str(trainer.args.device),
-        "bf16": use_bf16,
+        "world_size": args.world_size,
+        "bf16": flags["bf16"],
+        "fp16": flags["fp16"],
+        "packing": bool(packing),
         "loss_history": losses.history,
+        "eval_history": losses.eval_history,
     }
     if trainer.is_world_process_zero():
         out_dir = Path(out_dir)
-        model.save_pretrained(out_dir)
+        final = trainer.model
+        if hasattr(final, "merge_and_unload"):  # LoRA: merge the adapters into a plain checkpoint
+            final = final.merge_and_unload()
+        final.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         write_json(out_dir / "train_log.json", log)
+        if (run_dir / "dvclive").exists():
+            shutil.copytree(run_dir / "dvclive", out_dir / "dvclive")
+        shutil.rmtree(run_dir, ignore_errors=True)  # success: the checkpoints are not needed any more
     return log
 
 
 def main() -> None:
-    """CLI: `python -m dagster_project.stages.train --params P --data DEDUPED --out STUDENT`."""
+    """CLI: `python -m dagster_project.stages.train --params P --data DEDUPED --out STUDENT`.
+
+    N GPUs: `torchrun --nproc-per-node N -m dagster_project.stages.train ...` (or `accelerate launch -m
+    ...`): the Trainer runs DDP; only rank 0 writes `--out` (atomically) and deletes the checkpoints.
+    """
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder with train.parquet and val.parquet")
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
@@ -446,8 +734,12 @@ def main() -> None:
     val_rows = load_split(args.data, "val") if (Path(args.data) / "val.parquet").exists() else []
     if not train_rows:
         raise SystemExit(f"error: {args.data}/train.parquet has no usable rows (context, question, answer).")
-    with atomic_output_dir(args.out) as tmp:
-        log = train_student(train_rows, val_rows, params, tmp)
+    if _is_main_process():
+        with atomic_output_dir(args.out) as tmp:
+            log = train_student(train_rows, val_rows, params, tmp)
+    else:  # other DDP ranks train along but write nothing
+        train_student(train_rows, val_rows, params, args.out)
+        return
     summary = {
         k: log[k] for k in ("train_loss", "val_loss", "train_seconds", "tokens_per_second", "n_params")
     }
