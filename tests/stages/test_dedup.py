@@ -63,6 +63,7 @@ EXAMPLES = [
 
 def _params(tmp_path: Path, **overrides) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["dedup"]["lsh"]["block_by"] = None  # the general default (the demo recipe blocks by passage)
     params["dedup"].update({"near_threshold": 90.0, "val_fraction": 0.25, **overrides})
     for name in ("queries.txt", "passages.jsonl"):
         (tmp_path / name).write_text("x\n")
