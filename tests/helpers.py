@@ -1,6 +1,7 @@
 """Shared fixtures: small git+DVC repos in tmp_path that look like a recipe, and a dvc runner."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,30 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+# Flags DESIGN.md names for Debian's Chromium on a closed network (without them it stalls).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def system_chromium() -> str:
+    """Path of Debian's chromium; skips the test locally without it, fails it in CI (CI set)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium
 
 
 def _env() -> dict[str, str]:

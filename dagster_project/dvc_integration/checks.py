@@ -257,34 +257,12 @@ def check_specs(asset_key: dg.AssetKey, checks: list[CheckDefinition]) -> list[d
     ]
 
 
-def check_results(
-    root: Path, asset_key: dg.AssetKey, checks: list[CheckDefinition]
-) -> list[dg.AssetCheckResult]:
-    """One AssetCheckResult per check (yielded by the asset after its materialization)."""
-    results = []
-    for c in checks:
-        passed, meta = run_check(root, c)
-        results.append(
-            dg.AssetCheckResult(
-                asset_key=asset_key,
-                check_name=c.name,
-                passed=passed,
-                metadata=meta,
-                severity=c.dagster_severity,
-            )
-        )
-    return results
-
-
-def check_evaluations(
-    root: Path, asset_key: dg.AssetKey, checks: list[CheckDefinition]
-) -> list[dg.AssetCheckEvaluation]:
-    """The same checks as evaluation events, for runless (sensor-reconciled) materializations."""
+def _evaluate(root: Path, asset_key: dg.AssetKey, checks: list[CheckDefinition], event_type: type) -> list:
     events = []
     for c in checks:
         passed, meta = run_check(root, c)
         events.append(
-            dg.AssetCheckEvaluation(
+            event_type(
                 asset_key=asset_key,
                 check_name=c.name,
                 passed=passed,
@@ -293,3 +271,17 @@ def check_evaluations(
             )
         )
     return events
+
+
+def check_results(
+    root: Path, asset_key: dg.AssetKey, checks: list[CheckDefinition]
+) -> list[dg.AssetCheckResult]:
+    """One AssetCheckResult per check (yielded by the asset after its materialization)."""
+    return _evaluate(root, asset_key, checks, dg.AssetCheckResult)
+
+
+def check_evaluations(
+    root: Path, asset_key: dg.AssetKey, checks: list[CheckDefinition]
+) -> list[dg.AssetCheckEvaluation]:
+    """The same checks as evaluation events, for runless (sensor-reconciled) materializations."""
+    return _evaluate(root, asset_key, checks, dg.AssetCheckEvaluation)

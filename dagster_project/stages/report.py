@@ -39,6 +39,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _svg_frame(title: str, width: float, height: float) -> list[str]:
+    """The opening tag, white background and centred title every chart starts with."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14" font-family="sans-serif">'
+        f"{_esc(title)}</text>",
+    ]
+
+
 def bar_chart_svg(
     title: str,
     categories: Sequence[str],
@@ -55,11 +66,7 @@ def bar_chart_svg(
     group_w = plot_w / n_groups
     bar_w = group_w * 0.8 / max(1, len(names))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14" font-family="sans-serif">'
-        f"{_esc(title)}</text>",
+        *_svg_frame(title, width, height),
     ]
     for k in range(5):
         v = y_max * k / 4
@@ -145,11 +152,7 @@ def line_chart_svg(
     left, right, top, bottom = 52, 12, 34, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14" font-family="sans-serif">'
-        f"{_esc(title)}</text>",
+        *_svg_frame(title, width, height),
         f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" font-size="11" '
         f'font-family="sans-serif">{_esc(x_label)}</text>',
     ]

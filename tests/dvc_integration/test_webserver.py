@@ -3,7 +3,6 @@ and a headless-Chromium screenshot of the asset graph shows every asset."""
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ARTIFACTS, REPO_ROOT, _env
+from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, system_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -153,25 +152,10 @@ def test_graphql_materialize_updates_dvc_lock_and_ui_shows_all_assets(dagster_de
 def screenshot_asset_graph(port: int) -> None:
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        message = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    chromium = system_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=args)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
         dismiss_community_popup(page)

@@ -1,35 +1,10 @@
 """report.html renders in a real browser: headless Chromium (Debian's system binary) opens a report built from
 a small fixture, every chart has a non-zero size, and a screenshot lands in test-artifacts/report.png."""
 
-import os
-import shutil
-
-import pytest
-from helpers import ARTIFACTS
+from helpers import ARTIFACTS, CHROMIUM_ARGS, system_chromium
 
 from dagster_project.stages import evaluate
 from dagster_project.stages.eval_tasks import expand_items
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        message = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return chromium
 
 
 def _fixture_report() -> str:
@@ -58,7 +33,7 @@ def _fixture_report() -> str:
 
 
 def test_report_html_renders_its_charts(tmp_path):
-    chromium = _chromium()
+    chromium = system_chromium()
     from playwright.sync_api import sync_playwright
 
     page_path = tmp_path / "report.html"
