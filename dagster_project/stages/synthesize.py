@@ -184,6 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(3) from None
     finally:
         engine.cache.close()
+    unreachable = [r for r in results if any(j.reason.startswith("unavailable:") for j in r.rejects)]
+    if unreachable:
+        # An outage is not a verdict on the data: writing the output now would freeze an incomplete set
+        # into dvc.lock. Every finished answer is in the cache, so a rerun resumes where this one stopped.
+        print(
+            f"synthesize: error: {len(unreachable)} of {len(requests)} requests could not reach the teacher "
+            f"({engine.backend_kind}); last error: {unreachable[-1].rejects[-1].reason}. Nothing written; "
+            "every answer received is cached - check the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to "
+            "resume.",
+            file=sys.stderr,
+        )
+        raise SystemExit(4)
     examples, rejects = collect(results, teacher_model)
 
     stats = {

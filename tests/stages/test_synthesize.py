@@ -176,3 +176,25 @@ def test_budget_with_an_unpriced_model_is_an_error(recipe, monkeypatch):
         with pytest.raises(Exception, match="no price"):
             run(recipe)
         assert url.stats["requests"] == 0
+
+
+def test_an_unreachable_teacher_fails_the_stage_and_the_rerun_resumes(recipe, monkeypatch, capsys):
+    import functools
+
+    from dagster_project.teacher.engine import TeacherEngine
+
+    fast = functools.partial(TeacherEngine, max_retries=1, backoff_base_s=0.01)
+    monkeypatch.setattr(synthesize, "TeacherEngine", fast)
+    with serve_in_thread(teacher=HalfRightTeacher(), rate_500=1.0) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        with pytest.raises(SystemExit) as exit_info:
+            run(recipe)
+    assert exit_info.value.code == 4
+    err = capsys.readouterr().err
+    assert "2 of 2 requests could not reach the teacher" in err and "http 500" in err and "rerun" in err
+    assert not (recipe / "synthesized").exists()  # an incomplete set is never written as the output
+
+    with serve_in_thread(teacher=HalfRightTeacher()) as url:  # the endpoint is back
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        examples, _, stats = run(recipe)
+    assert stats["n_examples"] == 2 and examples["answer"].to_list() == ["Alice", "The"]
