@@ -52,8 +52,6 @@ from dagster_project.stages.report import (
     write_csv,
 )
 from dagster_project.stages.train import format_prompt
-from dagster_project.teacher.engine import TeacherEngine, TeacherRequest
-from dagster_project.teacher.prompts import load_prompt
 
 BASELINE_DEFINITION = (
     "most frequent answer: the answer string that occurs most often in the training split "
@@ -134,6 +132,10 @@ def teacher_answers(
     An item the teacher could not answer (every sample rejected, e.g. by the offline teacher, which only
     speaks the synthesis prompt) gets "" and is counted in `n_unanswered`.
     """
+    # The teacher stack (openai, jsonschema...) is imported only when a teacher is asked for.
+    from dagster_project.teacher.engine import TeacherEngine, TeacherRequest
+    from dagster_project.teacher.prompts import load_prompt
+
     prompt = load_prompt(prompt_path)
     requests = [
         TeacherRequest.from_prompt(
@@ -157,6 +159,9 @@ def teacher_judge(prompt_path: str, model: str, seed: int, teacher: Any = None):
     The judge prompt gets `context`, `question`, `answer` (the system's) and `reference` (gold, may be
     empty) and must return {"success": bool, ...}; an answer with no valid verdict is None (unjudged).
     """
+    from dagster_project.teacher.engine import TeacherEngine, TeacherRequest
+    from dagster_project.teacher.prompts import load_prompt
+
     prompt = load_prompt(prompt_path)
 
     def judge(items: Sequence[Mapping[str, Any]], predictions: Sequence[str]) -> list[bool | None]:
@@ -577,8 +582,8 @@ def write_outputs(
 def load_student(student_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     model = AutoModelForCausalLM.from_pretrained(student_dir)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    if torch.cuda.is_available():  # bf16 where the GPU has it: generation is memory-bound
+        model = model.to("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
     return model, tokenizer
 
 

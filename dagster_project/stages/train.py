@@ -187,6 +187,14 @@ class QADataset(torch.utils.data.Dataset):
                     ex = encode_example(self.tokenizer, swapped, self.max_length)
         return {"input_ids": ex["input_ids"], "labels": ex["labels"], "n_prompt": ex["n_prompt"]}
 
+    @classmethod
+    def from_examples(cls, examples: Sequence[Mapping[str, Any]], seed: int = 0) -> "QADataset":
+        """A dataset of already-encoded examples ({input_ids, labels, n_prompt}), without augmentation."""
+        ds = cls.__new__(cls)
+        ds.tokenizer, ds.rows, ds.max_length, ds.swap_prob, ds.seed = None, [], 0, 0.0, seed
+        ds.examples, ds.names, ds.lower, ds.epoch = [dict(ex) for ex in examples], [], [], 0
+        return ds
+
     @property
     def lengths(self) -> list[int]:
         return [len(ex["input_ids"]) for ex in self.examples]
@@ -226,7 +234,8 @@ def make_collator(pad_id: int, packing: bool = False, max_length: int | None = N
                 positions[r, start : start + n] = torch.arange(n)
                 start += n
             positions[r, start:] = torch.arange(width - start)  # padding: a segment of its own
-        batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": mask.sum()}
+        # n_tokens is a plain int: as a tensor it would go to the GPU and cost a sync to read back.
+        batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": int(mask.sum())}
         if packing:
             batch["position_ids"] = positions
         else:
@@ -472,9 +481,16 @@ class QATrainer(Trainer):
 
     def __init__(self, *args: Any, prompt_loss_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Our loss is a mean per micro-batch, so the Trainer must divide it by the accumulation steps.
+        # Left True (GPT-2's forward takes **kwargs), it would not, and N accumulated micro-batches would
+        # give an N times larger gradient.
+        self.model_accepts_loss_kwargs = False
         self.prompt_loss_weight = prompt_loss_weight
         self.tokens_seen = 0
         self._tokens_at_last_log, self._time_at_last_log = 0, time.perf_counter()
+        # With torch_compile the loss is compiled too: the fp32 log-softmax over the vocabulary then
+        # runs fused over the bf16 logits instead of materialising an fp32 copy of them.
+        self._loss_fn = torch.compile(qa_loss, dynamic=None) if self.args.torch_compile else qa_loss
 
     def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -494,15 +510,8 @@ class QATrainer(Trainer):
             position_ids=inputs.get("position_ids"),
             use_cache=False,  # with a cache, transformers ignores packed position ids (attention would leak)
         )
-        logits = outputs.logits[:, :-1].float()
-        token_loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), inputs["input_ids"][:, 1:].reshape(-1), reduction="none"
-        ).view_as(labels[:, 1:])
-        completion = (labels[:, 1:] != IGNORE_INDEX).float()
-        loss = (token_loss * completion).sum() / completion.sum().clamp(min=1)
-        if self.prompt_loss_weight > 0 and model.training:
-            prompt = prompt_mask[:, 1:].float()  # predicting prompt tokens 2..n from their prefix
-            loss = loss + self.prompt_loss_weight * (token_loss * prompt).sum() / prompt.sum().clamp(min=1)
+        weight = self.prompt_loss_weight if model.training else 0.0
+        loss = self._loss_fn(outputs.logits, inputs["input_ids"], labels, prompt_mask, weight)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -513,6 +522,33 @@ class QATrainer(Trainer):
             logs["tokens_per_s"] = round((self.tokens_seen - self._tokens_at_last_log) * world / elapsed, 1)
             self._tokens_at_last_log, self._time_at_last_log = self.tokens_seen, now
         super().log(logs, start_time)
+
+
+def qa_loss(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prompt_loss_weight: float,
+) -> torch.Tensor:
+    """Mean completion-token loss + `prompt_loss_weight` x mean prompt-token loss, in fp32.
+
+    One cross entropy over every position, each weighted by its term's 1/count: position t predicts
+    token t+1, and the last position predicts nothing (weight 0). Computing on the unsliced logits
+    avoids a copy of the (batch x length x vocabulary) tensor.
+    """
+    targets = torch.roll(input_ids, -1, dims=1)
+    completion = torch.roll(labels != IGNORE_INDEX, -1, dims=1)
+    completion[:, -1] = False
+    weights = completion.float() / completion.sum().clamp(min=1)
+    if prompt_loss_weight > 0:
+        prompt = torch.roll(prompt_mask, -1, dims=1).float()  # predicting prompt tokens 2..n
+        prompt[:, -1] = 0
+        weights = weights + prompt_loss_weight * prompt / prompt.sum().clamp(min=1)
+    token_loss = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), reduction="none"
+    )
+    return (token_loss * weights.flatten()).sum()
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
@@ -566,6 +602,59 @@ def apply_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedMod
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def training_arguments(
+    run_dir: str | Path,
+    *,
+    total_steps: int,
+    batch_size: int,
+    accumulation: int,
+    learning_rate: float,
+    warmup_steps: int,
+    scheduler: str,
+    save_steps: int,
+    eval_steps: int,
+    seed: int,
+    torch_compile: bool,
+    precision_flags: Mapping[str, bool],
+) -> TrainingArguments:
+    """The `TrainingArguments` of the train stage (benchmarks/train.py builds its runs with it too).
+
+    `eval_steps` 0: no evaluation during training; `save_steps` 0: no checkpoints. With both, the best
+    checkpoint by validation loss is restored at the end.
+    """
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        max_steps=total_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        lr_scheduler_type=scheduler,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        logging_steps=max(1, total_steps // 50),
+        logging_first_step=True,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps or None,
+        load_best_model_at_end=bool(eval_steps and save_steps),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        torch_compile=torch_compile,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # keep prompt_mask for QATrainer.compute_loss
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=False,
+        **precision_flags,
+    )
 
 
 def train_student(
@@ -631,37 +720,19 @@ def train_student(
     callbacks = [losses, _Curves(run_dir / "dvclive", resume_step), *callbacks]
     if evaluating and patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    args = TrainingArguments(
-        output_dir=str(run_dir),
-        num_train_epochs=epochs,
-        max_steps=total_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation,
+    args = training_arguments(
+        run_dir,
+        total_steps=total_steps,
+        batch_size=batch_size,
+        accumulation=accumulation,
         learning_rate=params["learning_rate"],
         warmup_steps=math.ceil(params["warmup_ratio"] * total_steps),
-        lr_scheduler_type=scheduler,
-        weight_decay=0.01,
-        max_grad_norm=1.0,
-        logging_steps=max(1, total_steps // 50),
-        logging_first_step=True,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        save_total_limit=2,
-        eval_strategy="steps" if evaluating else "no",
-        eval_steps=eval_steps or None,
-        load_best_model_at_end=bool(evaluating and save_steps),
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        report_to="none",
+        scheduler=scheduler,
+        save_steps=save_steps,
+        eval_steps=eval_steps if evaluating else 0,
         seed=seed,
-        data_seed=seed,
         torch_compile=compile_model,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,  # keep prompt_mask for QATrainer.compute_loss
-        dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=False,
-        **flags,
+        precision_flags=flags,
     )
     trainer = QATrainer(
         model=model,

@@ -125,6 +125,18 @@ def test_packed_training_is_deterministic(recipe: Path) -> None:
     assert (recipe / "a/model.safetensors").read_bytes() == (recipe / "b/model.safetensors").read_bytes()
 
 
+def test_gradient_accumulation_averages_micro_batches(recipe: Path) -> None:
+    """N accumulated micro-batches of B give the loss scale of one batch of N x B, not N times it."""
+    rows = _train_rows(recipe)
+    base = dict(TINY_TRAIN, epochs=1, save_steps=0, lr_scheduler="constant_with_warmup", warmup_ratio=0.0)
+    whole = train.train_student(rows, [], dict(base, batch_size=8), recipe / "a")
+    accumulated = train.train_student(
+        rows, [], dict(base, batch_size=4, gradient_accumulation_steps=2), recipe / "b"
+    )
+    first_whole, first_accumulated = whole["loss_history"][0]["loss"], accumulated["loss_history"][0]["loss"]
+    assert first_accumulated == pytest.approx(first_whole, rel=0.1)  # the bug made it ~2x
+
+
 def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
     texts = [f"Context: town {i} on the river\nQuestion: which?\nAnswer: river {i}" for i in range(8)]
     tokenizer = train.train_tokenizer(texts, vocab_size=300)
@@ -161,7 +173,7 @@ def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).eval()
     trainer = train.QATrainer.__new__(train.QATrainer)
-    trainer.prompt_loss_weight, trainer.tokens_seen = 1.0, 0
+    trainer.prompt_loss_weight, trainer.tokens_seen, trainer._loss_fn = 1.0, 0, train.qa_loss
     model.train()  # the prompt term counts only in training; dropout is 0 in eval below
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
