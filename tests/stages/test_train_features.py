@@ -268,3 +268,14 @@ def test_new_train_params_are_validated(recipe: Path) -> None:
         _validate(recipe, early_stopping_patience=3)
     with pytest.raises(ParamsError, match="lora"):
         _validate(recipe, lora={"enabled": True, "rank": 8})
+
+
+def test_compile_blocks_compiles_each_block_in_place() -> None:
+    """Regional compilation: same outputs, same state_dict keys (the checkpoint stays loadable)."""
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64)).eval()
+    ids = torch.randint(0, 100, (2, 16))
+    expected, keys = model(input_ids=ids, use_cache=False).logits, list(model.state_dict())
+    assert train.compile_blocks(model) == 2
+    assert torch.allclose(model(input_ids=ids, use_cache=False).logits, expected, atol=1e-5)
+    assert list(model.state_dict()) == keys
