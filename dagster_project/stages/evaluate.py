@@ -1,9 +1,10 @@
 """Stage `evaluate`: the student vs a trivial baseline (and optionally the teacher) on a held-out gold set.
 
-Reads the `evaluate` section of params.yaml, the checkpoint in `--student` (and its train_log.json for
-the loss curve), the training split in `--data` (baseline and diversity figures) and the gold test set
-(`evaluate.gold_test`, JSON lines; fields per task kind in `eval_tasks`). `evaluate.task` picks the task
-kind: qa (offline default) | multi_turn_qa | classification | free_text (teacher-as-judge).
+Reads the `evaluate` section of params.yaml, the checkpoint in `--student` (with its prompt_format.json,
+the format it was trained in, and its train_log.json for the loss curve), the training split in
+`--data` (baseline and diversity figures) and the gold test set (`evaluate.gold_test`, JSON lines;
+fields per task kind in `eval_tasks`). `evaluate.task` picks the task kind: qa (offline default) |
+multi_turn_qa | classification | free_text (teacher-as-judge).
 Writes into `--out`, each file atomically:
 
 - `metrics.json` (DVC metrics): {"task", "n_test", "student": {...}, "baseline": {...}, ["teacher"],
@@ -14,8 +15,9 @@ Writes into `--out`, each file atomically:
   [teacher_prediction], score and the task's per-item figures
 - `plots/*.csv`: DVC plot data (headline, per_category, confusion, train_loss)
 
-The student answers by greedy decoding (batched, left-padded, KV cache) from the same prompt format
-the train stage used, stopping at end-of-text or a newline. The baseline answers every item with the
+The student answers by greedy decoding (batched, left-padded, KV cache) in the prompt format it was
+trained in (`prompt_format.json` in its folder, written by the train stage; the default format for a
+checkpoint without one), stopping at end-of-text or a newline. The baseline answers every item with the
 most frequent answer of the training split. With `evaluate.teacher_reference` the teacher answers the
 same items through the teacher engine (cached) with `evaluate.reference_prompt`.
 """
@@ -43,6 +45,7 @@ from dagster_project.metrics.diversity import (
 )
 from dagster_project.stages.common import load_stage_params, stage_parser, write_json
 from dagster_project.stages.eval_tasks import expand_items, summarize
+from dagster_project.stages.prompt_format import PromptFormat
 from dagster_project.stages.report import (
     bar_chart_svg,
     confusion_svg,
@@ -51,7 +54,6 @@ from dagster_project.stages.report import (
     render_markdown,
     write_csv,
 )
-from dagster_project.stages.train import format_prompt
 from dagster_project.teacher.engine import TeacherEngine, TeacherRequest
 from dagster_project.teacher.prompts import load_prompt
 
@@ -86,8 +88,12 @@ def generate_answers(
     rows: Sequence[Mapping[str, Any]],
     max_new_tokens: int,
     batch_size: int,
+    prompt_format: PromptFormat | None = None,
 ) -> list[str]:
-    """Greedy answers for each row's context and question, in the order of `rows`."""
+    """Greedy answers for each row's context and question, asked in `prompt_format` (the student's; the
+    default format when None), in the order of `rows`."""
+    prompt_format = prompt_format or PromptFormat()
+    prompt_format.check_tokenizer(tokenizer)  # style chat without a chat template: fail before any work
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"  # a too-long prompt loses the start of its context, never the question
     if tokenizer.pad_token is None:
@@ -95,7 +101,7 @@ def generate_answers(
     config = model.config
     n_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     max_prompt = max(8, (n_positions or 2048) - max_new_tokens)
-    prompts = [format_prompt(r["context"], r["question"]) for r in rows]
+    prompts = [prompt_format.prompt(r, tokenizer) for r in rows]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
     answers: list[str] = [""] * len(prompts)
     model.eval()
@@ -608,8 +614,9 @@ def main() -> None:
     baseline_answer = most_frequent_answer(train["answer"].to_list() if "answer" in train.columns else [])
 
     model, tokenizer = load_student(args.student)
+    prompt_format = PromptFormat.load(args.student)  # the format the student was trained in
     predictions = {
-        "student": generate_answers(model, tokenizer, items, max_new_tokens, batch_size),
+        "student": generate_answers(model, tokenizer, items, max_new_tokens, batch_size, prompt_format),
         "baseline": [baseline_answer] * len(items),
     }
     teacher_info = None

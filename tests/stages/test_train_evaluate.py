@@ -114,6 +114,8 @@ def test_train_then_evaluate(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> N
     model = AutoModelForCausalLM.from_pretrained(student)
     assert tokenizer.eos_token is not None and tokenizer.pad_token is not None
     assert model.config.n_layer == 1 and model.config.n_embd == 16
+    # The format it was trained in (here the default), for the evaluate stage to ask in.
+    assert json.loads((student / "prompt_format.json").read_text()) == train.TRAIN_DEFAULTS["prompt_format"]
     assert not list(recipe.joinpath("assets").glob(".student.tmp-*"))  # the atomic temp folder is gone
 
     out = recipe / "assets" / "eval_report"
