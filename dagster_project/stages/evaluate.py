@@ -7,8 +7,12 @@ fields per task kind in `eval_tasks`). `evaluate.task` picks the task kind: qa (
 multi_turn_qa | classification | free_text (teacher-as-judge).
 Writes into `--out`, each file atomically:
 
-- `metrics.json` (DVC metrics): {"task", "n_test", "student": {...}, "baseline": {...}, ["teacher"],
-  "per_category", "diversity", ...}; for qa `student.exact_match` / `student.token_f1`
+- `metrics.json` (DVC metrics, the headline only, so `dvc metrics show/diff` stay readable): {"task",
+  "n_test", "student": {...}, "baseline": {...}, ["teacher"], "diversity", ...}; for qa
+  `student.exact_match` / `student.token_f1`
+- `breakdown.json` (not a DVC metric): {"task", "n_test", "per_category": {category: {"n", system: {...}}},
+  ["details": {system: {...}}]} -- the per-category means and the task's details (classification:
+  per-class figures and the confusion matrix)
 - `report.md` and `report.html` (self-contained, inline SVG charts): headline, per category, confusion
   matrix (classification), training loss, diversity of the training data, the 10 best and worst answers
 - `predictions.parquet`: id, turn, category, question, answer, prediction, baseline_prediction,
@@ -559,6 +563,18 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+# Keys of the evaluation that go to breakdown.json, not to metrics.json (they would flood `dvc metrics`).
+BREAKDOWN_KEYS = ("per_category", "details")
+
+
+def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics.json, breakdown.json) of the evaluation: the headline, and the per-category means and the
+    task's details (with `task` and `n_test`, so the breakdown reads on its own)."""
+    headline = {k: v for k, v in metrics.items() if k not in BREAKDOWN_KEYS}
+    breakdown = {k: metrics[k] for k in ("task", "n_test", *BREAKDOWN_KEYS) if k in metrics}
+    return headline, breakdown
+
+
 def write_outputs(
     out_dir: str | Path,
     metrics: Mapping[str, Any],
@@ -567,10 +583,13 @@ def write_outputs(
     report_html: str,
     plots: Mapping[str, str],
 ) -> None:
-    """Write metrics.json, report.md/.html, predictions.parquet and plots/*.csv, each by temp + rename."""
+    """Write metrics.json, breakdown.json, report.md/.html, predictions.parquet and plots/*.csv, each by
+    temp + rename."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", metrics)
+    headline, breakdown = split_metrics(metrics)
+    write_json(out_dir / "metrics.json", headline)
+    write_json(out_dir / "breakdown.json", breakdown)
     _write_text(out_dir / "report.md", report_md)
     _write_text(out_dir / "report.html", report_html)
     for name, text in plots.items():
