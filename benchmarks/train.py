@@ -31,6 +31,7 @@ import yaml
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
 
 from dagster_project.stages import train
+from dagster_project.stages.prompt_format import PromptFormat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,12 +47,10 @@ def load_rows(data: str | None) -> tuple[list[dict], str]:
 def plain_trainer(rows: list[dict], params: dict, steps: int, out: Path) -> dict:
     """A plain `Trainer` with default settings on the same model, tokenizer and texts."""
     set_seed(params["seed"])
-    tokenizer, model = train.build_student(params, rows)
+    prompt_format = PromptFormat.from_params(params["prompt_format"])
+    tokenizer, model = train.build_student(params, rows, prompt_format)
     texts = [
-        train.format_prompt(r["context"], r["question"])
-        + train.format_completion(r["answer"])
-        + tokenizer.eos_token
-        for r in rows
+        prompt_format.prompt(r, tokenizer) + prompt_format.completion(r) + tokenizer.eos_token for r in rows
     ]
     encoded = [tokenizer(t, truncation=True, max_length=params["max_length"]) for t in texts]
     n_tokens: list[int] = []

@@ -48,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from dagster_project.stages import evaluate, train  # noqa: E402
+from dagster_project.stages.prompt_format import PromptFormat  # noqa: E402
 
 SEQ, PROMPT = 1024, 960
 H100_BF16_DENSE_PEAK = 989.4e12
@@ -187,26 +188,25 @@ def generation(rows_wanted: int, max_new_tokens: int, batch_sizes: list[int], ou
         json.loads(x) for x in (REPO_ROOT / "data/demo_world/gold_test.jsonl").read_text().splitlines() if x
     ]
     rows = [gold[i % len(gold)] for i in range(rows_wanted)]
-    texts = [
-        train.format_prompt(r["context"], r["question"]) + train.format_completion(r["answer"]) for r in gold
-    ]
+    fmt = PromptFormat()
+    texts = [fmt.prompt(r) + fmt.completion(r) for r in gold]
     tokenizer = train.train_tokenizer(texts, vocab_size=1000)
     gpt2_124m(vocab_size=len(tokenizer)).save_pretrained(out / "student")
     tokenizer.save_pretrained(out / "student")
+    fmt.save(out / "student")
     model, tokenizer = evaluate.load_student(out / "student")
-    prompt_tokens = sum(
-        len(tokenizer(train.format_prompt(r["context"], r["question"]))["input_ids"]) for r in rows
-    )
+    fmt = PromptFormat.load(out / "student")
+    prompt_tokens = sum(len(tokenizer(fmt.prompt(r))["input_ids"]) for r in rows)
     result = {
         "rows": len(rows),
         "mean_prompt_tokens": round(prompt_tokens / len(rows), 1),
         "dtype": str(model.dtype),
     }
     for bs in batch_sizes:
-        evaluate.generate_answers(model, tokenizer, rows[: 2 * bs], max_new_tokens, bs)  # warm-up
+        evaluate.generate_answers(model, tokenizer, rows[: 2 * bs], max_new_tokens, bs, fmt)  # warm-up
         torch.cuda.synchronize()
         started = time.perf_counter()
-        evaluate.generate_answers(model, tokenizer, rows, max_new_tokens, bs)
+        evaluate.generate_answers(model, tokenizer, rows, max_new_tokens, bs, fmt)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         result[f"batch_{bs}"] = {

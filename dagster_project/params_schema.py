@@ -9,7 +9,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from dagster_project.stages.prompt_format import (
+    COMPLETION_FIELDS,
+    DEFAULT_COMPLETION,
+    DEFAULT_PROMPT,
+    PROMPT_FIELDS,
+    PromptFormatError,
+    parse_template,
+)
 
 
 class ParamsError(ValueError):
@@ -126,6 +143,31 @@ class LoraParams(_Section):
     target_modules: list[str] | None = None  # null: peft's default for the architecture
 
 
+class PromptFormatParams(_Section):
+    """`train.prompt_format`: how an example becomes prompt and completion (stages/prompt_format.py)."""
+
+    style: Literal["plain", "chat"] = "plain"
+    prompt: str = DEFAULT_PROMPT
+    completion: str = DEFAULT_COMPLETION
+    system: str | None = None
+
+    @field_validator("prompt", "completion")
+    @classmethod
+    def _known_placeholders(cls, template: str, info: ValidationInfo) -> str:
+        allowed = PROMPT_FIELDS if info.field_name == "prompt" else COMPLETION_FIELDS
+        try:
+            parse_template(template, allowed, info.field_name)
+        except PromptFormatError as exc:
+            raise ValueError(exc.reason) from None
+        return template
+
+    @model_validator(mode="after")
+    def _system_needs_chat(self) -> "PromptFormatParams":
+        if self.system is not None and self.style != "chat":
+            raise ValueError("system (a system message) needs style: chat")
+        return self
+
+
 class TrainParams(_Section):
     base_model: str | None
     vocab_size: int = Field(ge=300)
@@ -150,11 +192,21 @@ class TrainParams(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     torch_compile: bool = False
     lora: LoraParams = LoraParams()
+    prompt_format: PromptFormatParams = PromptFormatParams()
 
     @model_validator(mode="after")
     def _early_stopping_needs_evaluation(self) -> "TrainParams":
         if self.early_stopping_patience and not self.eval_steps:
             raise ValueError("early_stopping_patience needs eval_steps > 0 (how often to evaluate)")
+        return self
+
+    @model_validator(mode="after")
+    def _chat_needs_a_pretrained_model(self) -> "TrainParams":
+        if self.prompt_format.style == "chat" and not self.base_model:
+            raise ValueError(
+                "prompt_format.style: chat needs a pretrained chat model as base_model (its tokenizer's "
+                "chat template); the offline default tokenizer (base_model: null) has none: use style: plain"
+            )
         return self
 
 
@@ -225,6 +277,10 @@ def _describe(err: dict[str, Any], source: str) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"{source}: {key}: {err['input']!r} is not allowed; allowed values: {expected}."
+    if kind == "value_error":  # a validator's own message; a whole section as the input is noise
+        reason = str(err.get("ctx", {}).get("error") or err["msg"])
+        shown = "" if isinstance(err.get("input"), dict | list) else f" (got {err.get('input')!r})"
+        return f"{source}: {key}: {reason}{shown}."
     got = type(err["input"]).__name__ if "input" in err else "?"
     return f"{source}: {key}: {err['msg']} (got {err.get('input')!r} of type {got})."
 

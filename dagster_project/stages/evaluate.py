@@ -1,21 +1,27 @@
 """Stage `evaluate`: the student vs a trivial baseline (and optionally the teacher) on a held-out gold set.
 
-Reads the `evaluate` section of params.yaml, the checkpoint in `--student` (and its train_log.json for
-the loss curve), the training split in `--data` (baseline and diversity figures) and the gold test set
-(`evaluate.gold_test`, JSON lines; fields per task kind in `eval_tasks`). `evaluate.task` picks the task
-kind: qa (offline default) | multi_turn_qa | classification | free_text (teacher-as-judge).
+Reads the `evaluate` section of params.yaml, the checkpoint in `--student` (with its prompt_format.json,
+the format it was trained in, and its train_log.json for the loss curve), the training split in
+`--data` (baseline and diversity figures) and the gold test set (`evaluate.gold_test`, JSON lines;
+fields per task kind in `eval_tasks`). `evaluate.task` picks the task kind: qa (offline default) |
+multi_turn_qa | classification | free_text (teacher-as-judge).
 Writes into `--out`, each file atomically:
 
-- `metrics.json` (DVC metrics): {"task", "n_test", "student": {...}, "baseline": {...}, ["teacher"],
-  "per_category", "diversity", ...}; for qa `student.exact_match` / `student.token_f1`
+- `metrics.json` (DVC metrics, the headline only, so `dvc metrics show/diff` stay readable): {"task",
+  "n_test", "student": {...}, "baseline": {...}, ["teacher"], "diversity", ...}; for qa
+  `student.exact_match` / `student.token_f1`
+- `breakdown.json` (not a DVC metric): {"task", "n_test", "per_category": {category: {"n", system: {...}}},
+  ["details": {system: {...}}]} -- the per-category means and the task's details (classification:
+  per-class figures and the confusion matrix)
 - `report.md` and `report.html` (self-contained, inline SVG charts): headline, per category, confusion
   matrix (classification), training loss, diversity of the training data, the 10 best and worst answers
 - `predictions.parquet`: id, turn, category, question, answer, prediction, baseline_prediction,
   [teacher_prediction], score and the task's per-item figures
 - `plots/*.csv`: DVC plot data (headline, per_category, confusion, train_loss)
 
-The student answers by greedy decoding (batched, left-padded, KV cache) from the same prompt format
-the train stage used, stopping at end-of-text or a newline. The baseline answers every item with the
+The student answers by greedy decoding (batched, left-padded, KV cache) in the prompt format it was
+trained in (`prompt_format.json` in its folder, written by the train stage; the default format for a
+checkpoint without one), stopping at end-of-text or a newline. The baseline answers every item with the
 most frequent answer of the training split. With `evaluate.teacher_reference` the teacher answers the
 same items through the teacher engine (cached) with `evaluate.reference_prompt`.
 """
@@ -43,6 +49,7 @@ from dagster_project.metrics.diversity import (
 )
 from dagster_project.stages.common import load_stage_params, stage_parser, write_json
 from dagster_project.stages.eval_tasks import expand_items, summarize
+from dagster_project.stages.prompt_format import PromptFormat
 from dagster_project.stages.report import (
     bar_chart_svg,
     confusion_svg,
@@ -51,7 +58,6 @@ from dagster_project.stages.report import (
     render_markdown,
     write_csv,
 )
-from dagster_project.stages.train import format_prompt
 
 BASELINE_DEFINITION = (
     "most frequent answer: the answer string that occurs most often in the training split "
@@ -84,8 +90,12 @@ def generate_answers(
     rows: Sequence[Mapping[str, Any]],
     max_new_tokens: int,
     batch_size: int,
+    prompt_format: PromptFormat | None = None,
 ) -> list[str]:
-    """Greedy answers for each row's context and question, in the order of `rows`."""
+    """Greedy answers for each row's context and question, asked in `prompt_format` (the student's; the
+    default format when None), in the order of `rows`."""
+    prompt_format = prompt_format or PromptFormat()
+    prompt_format.check_tokenizer(tokenizer)  # style chat without a chat template: fail before any work
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"  # a too-long prompt loses the start of its context, never the question
     if tokenizer.pad_token is None:
@@ -93,7 +103,7 @@ def generate_answers(
     config = model.config
     n_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     max_prompt = max(8, (n_positions or 2048) - max_new_tokens)
-    prompts = [format_prompt(r["context"], r["question"]) for r in rows]
+    prompts = [prompt_format.prompt(r, tokenizer) for r in rows]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
     answers: list[str] = [""] * len(prompts)
     model.eval()
@@ -558,6 +568,18 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+# Keys of the evaluation that go to breakdown.json, not to metrics.json (they would flood `dvc metrics`).
+BREAKDOWN_KEYS = ("per_category", "details")
+
+
+def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics.json, breakdown.json) of the evaluation: the headline, and the per-category means and the
+    task's details (with `task` and `n_test`, so the breakdown reads on its own)."""
+    headline = {k: v for k, v in metrics.items() if k not in BREAKDOWN_KEYS}
+    breakdown = {k: metrics[k] for k in ("task", "n_test", *BREAKDOWN_KEYS) if k in metrics}
+    return headline, breakdown
+
+
 def write_outputs(
     out_dir: str | Path,
     metrics: Mapping[str, Any],
@@ -566,10 +588,13 @@ def write_outputs(
     report_html: str,
     plots: Mapping[str, str],
 ) -> None:
-    """Write metrics.json, report.md/.html, predictions.parquet and plots/*.csv, each by temp + rename."""
+    """Write metrics.json, breakdown.json, report.md/.html, predictions.parquet and plots/*.csv, each by
+    temp + rename."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", metrics)
+    headline, breakdown = split_metrics(metrics)
+    write_json(out_dir / "metrics.json", headline)
+    write_json(out_dir / "breakdown.json", breakdown)
     _write_text(out_dir / "report.md", report_md)
     _write_text(out_dir / "report.html", report_html)
     for name, text in plots.items():
@@ -613,8 +638,9 @@ def main() -> None:
     baseline_answer = most_frequent_answer(train["answer"].to_list() if "answer" in train.columns else [])
 
     model, tokenizer = load_student(args.student)
+    prompt_format = PromptFormat.load(args.student)  # the format the student was trained in
     predictions = {
-        "student": generate_answers(model, tokenizer, items, max_new_tokens, batch_size),
+        "student": generate_answers(model, tokenizer, items, max_new_tokens, batch_size, prompt_format),
         "baseline": [baseline_answer] * len(items),
     }
     teacher_info = None

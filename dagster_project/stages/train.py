@@ -1,13 +1,15 @@
 """Stage `train`: fine-tune the student, a causal LM, on the deduplicated grounded QA examples.
 
 Reads the `train` section of params.yaml and `<data>/train.parquet` + `<data>/val.parquet`; writes a
-`from_pretrained`-loadable checkpoint (model + tokenizer) and `train_log.json` into `--out`.
+`from_pretrained`-loadable checkpoint (model + tokenizer), `train_log.json` and `prompt_format.json`
+(the format the evaluate stage must ask in) into `--out`.
 
 Offline default (`base_model: null`): a byte-level BPE tokenizer is trained on the training texts and
 a tiny GPT-2 is initialised from config, so nothing is downloaded. With `base_model` set, the tokenizer
 and weights come from `from_pretrained(base_model)` (a hub name or a local path).
 
-Each example is a prompt and a completion; the loss is on the completion only:
+Each example is a prompt and a completion, in the recipe's `train.prompt_format` (see
+`prompt_format.py`; the default below, or a chat template); the loss is on the completion only:
 
     Context: {context}
     Question: {question}
@@ -48,25 +50,16 @@ from transformers import (
 )
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from dagster_project.stages import prompt_format as prompt_format_module
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.prompt_format import PromptFormat
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 IGNORE_INDEX = -100  # label value the loss skips (prompt and padding tokens)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Prompt format (evaluate.py imports it, so train and test prompts can never drift apart)
-
-
-def format_prompt(context: str, question: str) -> str:
-    """The prompt the student sees; the answer follows it after one space."""
-    return f"Context: {context}\nQuestion: {question}\nAnswer:"
-
-
-def format_completion(answer: str) -> str:
-    """The completion the student learns (the eos token is appended as an id, not as text)."""
-    return f" {answer}"
+DEFAULT_FORMAT = PromptFormat()  # Context/Question/Answer (see prompt_format.py)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -79,10 +72,15 @@ def load_split(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
     return [r for r in df.to_dicts() if r["context"] and r["question"] and r["answer"]]
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, row: Mapping[str, Any], max_length: int) -> dict:
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase,
+    row: Mapping[str, Any],
+    max_length: int,
+    prompt_format: PromptFormat = DEFAULT_FORMAT,
+) -> dict:
     """Token ids and labels for one example; the prompt is cut from the left if it is too long."""
-    prompt = tokenizer(format_prompt(row["context"], row["question"]), add_special_tokens=False)["input_ids"]
-    completion = tokenizer(format_completion(row["answer"]), add_special_tokens=False)["input_ids"]
+    prompt = tokenizer(prompt_format.prompt(row, tokenizer), add_special_tokens=False)["input_ids"]
+    completion = tokenizer(prompt_format.completion(row), add_special_tokens=False)["input_ids"]
     completion = (completion + [tokenizer.eos_token_id])[: max_length // 2]
     prompt = prompt[-(max_length - len(completion)) :]
     return {
@@ -166,10 +164,11 @@ class QADataset(torch.utils.data.Dataset):
         max_length: int,
         swap_prob: float = 0.0,
         seed: int = 0,
+        prompt_format: PromptFormat = DEFAULT_FORMAT,
     ):
         self.tokenizer, self.rows, self.max_length = tokenizer, list(rows), max_length
-        self.swap_prob, self.seed = swap_prob, seed
-        self.examples = [encode_example(tokenizer, r, max_length) for r in self.rows]
+        self.swap_prob, self.seed, self.prompt_format = swap_prob, seed, prompt_format
+        self.examples = [encode_example(tokenizer, r, max_length, prompt_format) for r in self.rows]
         self.names, self.lower = _word_pools(self.rows)
         self.epoch = 0
 
@@ -184,7 +183,7 @@ class QADataset(torch.utils.data.Dataset):
                 row = self.rows[i]
                 swapped = swap_answer(row, novel_answer(row["answer"], rng, self.names, self.lower))
                 if swapped is not None:
-                    ex = encode_example(self.tokenizer, swapped, self.max_length)
+                    ex = encode_example(self.tokenizer, swapped, self.max_length, self.prompt_format)
         return {"input_ids": ex["input_ids"], "labels": ex["labels"], "n_prompt": ex["n_prompt"]}
 
     @classmethod
@@ -284,9 +283,15 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def build_student(
-    params: Mapping[str, Any], train_rows: Sequence[Mapping[str, Any]]
+    params: Mapping[str, Any],
+    train_rows: Sequence[Mapping[str, Any]],
+    prompt_format: PromptFormat = DEFAULT_FORMAT,
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """The tokenizer and the untrained (or pretrained) model the params ask for."""
+    """The tokenizer and the untrained (or pretrained) model the params ask for.
+
+    The offline default tokenizer is trained on the training texts in `prompt_format` (style plain:
+    it has no chat template). A pretrained tokenizer must be able to render `prompt_format`.
+    """
     base_model = params["base_model"]
     # Read every key of the section up front, whichever branch uses it (a test checks this).
     vocab_size, n_layer, n_head, n_embd = (params[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd"))
@@ -295,9 +300,11 @@ def build_student(
         tokenizer = AutoTokenizer.from_pretrained(base_model)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        prompt_format.check_tokenizer(tokenizer)  # before the weights load: fail fast
         model = AutoModelForCausalLM.from_pretrained(base_model)
         return tokenizer, model
-    texts = [format_prompt(r["context"], r["question"]) + format_completion(r["answer"]) for r in train_rows]
+    prompt_format.check_tokenizer(None)  # style chat: the tokenizer trained here has no chat template
+    texts = [prompt_format.prompt(r) + prompt_format.completion(r) for r in train_rows]
     tokenizer = train_tokenizer(texts, vocab_size)
     tokenizer.model_max_length = max_length
     config = GPT2Config(
@@ -350,6 +357,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "precision": "auto",  # auto (bf16 on a GPU that supports it) | bf16 | fp16 | fp32
     "torch_compile": False,
     "lora": {"enabled": False, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None},
+    "prompt_format": dict(prompt_format_module.DEFAULT_PARAMS),  # see prompt_format.py
 }
 CHECKPOINT_ROOT_ENV = "DISTILL_TRAIN_CHECKPOINTS"  # operational (not a param): where checkpoints live
 DEFAULT_CHECKPOINT_ROOT = ".cache/train-checkpoints"
@@ -369,12 +377,14 @@ def _plain(obj: Any) -> Any:
 
 
 def run_fingerprint(params: Mapping[str, Any], train_rows: Sequence, val_rows: Sequence) -> str:
-    """What a checkpoint must match to be resumed: params, data, this file's code, and the world size."""
+    """What a checkpoint must match to be resumed: params, data, the code of this file and of the prompt
+    format, and the world size."""
     h = hashlib.sha256()
     raw = getattr(params, "_data", params)  # a TrackedParams' plain data: hashing is not "reading" a key
     h.update(json.dumps(_plain(raw), sort_keys=True, default=str).encode())
     h.update(json.dumps([list(train_rows), list(val_rows)], sort_keys=True, default=str).encode())
     h.update(Path(__file__).read_bytes())
+    h.update(Path(prompt_format_module.__file__).read_bytes())
     h.update(os.environ.get("WORLD_SIZE", "1").encode())
     return h.hexdigest()[:16]
 
@@ -699,20 +709,21 @@ def train_student(
     eval_steps, patience = _param(params, "eval_steps"), _param(params, "early_stopping_patience")
     save_steps, precision = _param(params, "save_steps"), _param(params, "precision")
     compile_model, lora = _param(params, "torch_compile"), _param(params, "lora")
+    prompt_format = PromptFormat.from_params(_param(params, "prompt_format"))  # a bad template fails here
 
     root = Path(checkpoint_root or os.environ.get(CHECKPOINT_ROOT_ENV) or DEFAULT_CHECKPOINT_ROOT)
     run_dir = root / run_fingerprint(params, train_rows, val_rows)
     resume_from = last_checkpoint(run_dir) if save_steps else None
 
-    tokenizer, model = build_student(params, train_rows)
+    tokenizer, model = build_student(params, train_rows, prompt_format)
     if resume_from is not None and (run_dir / "tokenizer").exists():
         tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")  # the very tokenizer of the run
     model = apply_lora(model, lora)
     if compile_model:
         compile_blocks(model)
     max_length = min(params["max_length"], getattr(model.config, "n_positions", None) or params["max_length"])
-    train_ds = QADataset(tokenizer, train_rows, max_length, params["answer_swap_prob"], seed)
-    val_ds = QADataset(tokenizer, val_rows, max_length)
+    train_ds = QADataset(tokenizer, train_rows, max_length, params["answer_swap_prob"], seed, prompt_format)
+    val_ds = QADataset(tokenizer, val_rows, max_length, prompt_format=prompt_format)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -805,6 +816,7 @@ def train_student(
             final = final.merge_and_unload()
         final.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
+        prompt_format.save(out_dir)  # the evaluate stage asks the student in this format
         write_json(out_dir / "train_log.json", log)
         if (run_dir / "dvclive").exists():
             shutil.copytree(run_dir / "dvclive", out_dir / "dvclive")

@@ -64,7 +64,9 @@ def test_all_five_artifacts_exist(demo):
         "assets/deduped/val.parquet",
         "assets/deduped/removed.parquet",
         "assets/student/config.json",
+        "assets/student/prompt_format.json",
         "assets/eval_report/metrics.json",
+        "assets/eval_report/breakdown.json",
         "assets/eval_report/report.md",
         "assets/eval_report/predictions.parquet",
     ]:

@@ -135,6 +135,28 @@ def test_score_systems_table_and_per_category():
     assert plots["headline.csv"].splitlines()[1].startswith("student exact_match,student,0.5")
 
 
+def test_breakdown_json_holds_what_metrics_json_leaves_out(tmp_path):
+    """metrics.json (a DVC metric) keeps the headline; per category and details go to breakdown.json."""
+    rows = [
+        {"id": "1", "text": "great film", "label": "positive", "category": "film"},
+        {"id": "2", "text": "awful", "label": "negative", "category": "book"},
+    ]
+    items = expand_items(rows, "classification")
+    labels = ["positive", "negative"]
+    metrics, table = evaluate.score_systems(
+        "classification", items, {"student": ["positive", "negative"], "baseline": ["positive"] * 2}, labels
+    )
+    assert {"per_category", "details"} <= set(metrics)  # in memory, for the report
+    evaluate.write_outputs(tmp_path, metrics, table, "md", "html", {})
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    breakdown = json.loads((tmp_path / "breakdown.json").read_text())
+    assert "per_category" not in written and "details" not in written
+    assert written["student"]["accuracy"] == 1.0 and written["task"] == "classification"
+    assert set(breakdown) == {"task", "n_test", "per_category", "details"}
+    assert set(breakdown["per_category"]) == {"film", "book"}
+    assert breakdown["details"]["student"]["confusion"]["counts"] == [[1, 0, 0], [0, 1, 0]]
+
+
 def test_diversity_figures_name_their_backends():
     texts = ["Where is Rome?", "Where is Paris?", "Who founded Kordel?", "When was Anzanan founded?"]
     out = evaluate.diversity_figures(texts, max_texts=3, embedding="tfidf", embedding_model=None,

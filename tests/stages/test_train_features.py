@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import train
 from dagster_project.stages.common import TrackedParams
+from dagster_project.stages.prompt_format import PromptFormat
 
 REPO_ROOT, TINY_TRAIN = tte.REPO_ROOT, tte.TINY_TRAIN
 recipe = tte.recipe  # the fixture: a recipe folder with tiny data, cwd = it
@@ -207,7 +208,7 @@ def test_early_stopping_on_val_loss_and_dvclive_curves(recipe: Path) -> None:
 
 
 def _tiny_pretrained(path: Path, rows: list[dict]) -> Path:
-    texts = [train.format_prompt(r["context"], r["question"]) + f" {r['answer']}" for r in rows]
+    texts = [PromptFormat().prompt(r) + PromptFormat().completion(r) for r in rows]
     tokenizer = train.train_tokenizer(texts, vocab_size=300)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2)
     GPT2LMHeadModel(config).save_pretrained(path)
