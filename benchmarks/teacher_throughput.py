@@ -120,10 +120,10 @@ def drive(python: str, client: str, url: str, n: int, in_flight: int, timeout: f
     return {"in_flight": in_flight, **out}
 
 
-def requests_for(latency_ms: float, in_flight: int, quick: bool) -> int:
+def requests_for(latency_ms: float, in_flight: int, quick: bool, waves: int = 4) -> int:
     if latency_ms == 0:
         return 1000 if quick else 2000
-    waves = 2 if quick else 4  # whole waves of in_flight requests, so the ideal is exact
+    waves = 2 if quick else waves  # whole waves of in_flight requests, so the ideal is exact
     return max(4, in_flight * waves)
 
 
@@ -133,6 +133,13 @@ def main() -> None:
     parser.add_argument("--peers", default="naive,curator,distilabel", help="comma list, or '' for none")
     parser.add_argument("--no-install", action="store_true", help="do not create missing peer venvs")
     parser.add_argument("--latencies", default="0,500")
+    parser.add_argument(
+        "--waves",
+        type=int,
+        default=4,
+        help="requests per in-flight slot at 500 ms; the first wave also opens every connection and the "
+        "last one ends half-empty, so more waves approach the steady state of a long job",
+    )
     args = parser.parse_args()
 
     peers = [p for p in args.peers.split(",") if p]
@@ -141,6 +148,7 @@ def main() -> None:
     result: dict = {
         "benchmark": "teacher_throughput",
         "quick": args.quick,
+        "waves_at_500ms": 2 if args.quick else args.waves,
         "cpus": os.cpu_count(),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "workload": "unique short chat requests, canned 200 answers; every client in its own process, "
@@ -160,7 +168,7 @@ def main() -> None:
                 points = IN_FLIGHT if name in ("engine", "naive") else peer_points
                 runs = []
                 for k in points:
-                    n = requests_for(latency, k, args.quick)
+                    n = requests_for(latency, k, args.quick, args.waves)
                     timeout = 60 + n / max(1.0, min(k / max(latency, 1) * 1000, 50)) * 2
                     run = drive(python, name, server.url, n, k, min(timeout, 300))
                     runs.append(run)

@@ -28,10 +28,19 @@ class CacheMissError(LookupError):
     """Replay mode found no cached response for a request."""
 
 
+def canonical_json(request: Mapping[str, Any]) -> str:
+    """The canonical JSON of a request: sorted keys, no whitespace (what its key hashes)."""
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def key_of(canonical: str) -> str:
+    """The cache key of a request given its canonical JSON."""
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def request_key(request: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON (sorted keys, no whitespace) of the full request."""
-    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return key_of(canonical_json(request))
 
 
 def describe_request(request: Mapping[str, Any]) -> str:
@@ -98,8 +107,18 @@ class ResponseCache:
             fh.seek(offset)
             return json.loads(fh.readline())["response"]
 
-    def put(self, key: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> None:
-        """Append one response (a no-op unless the mode is read-write)."""
+    def put(
+        self,
+        key: str,
+        request: Mapping[str, Any],
+        response: Mapping[str, Any],
+        canonical: str | None = None,
+    ) -> None:
+        """Append one response (a no-op unless the mode is read-write).
+
+        `canonical`: the request's `canonical_json`, when the caller has it (it hashed it for the key),
+        is written as is instead of encoding the request again.
+        """
         if self.mode != "read-write" or key in self._index:
             return
         if self._fh is None:
@@ -107,13 +126,11 @@ class ResponseCache:
             name = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.jsonl"
             self._shard = self.directory / name
             self._fh = self._shard.open("ab")
-        line = json.dumps(
-            {"key": key, "request": request, "response": response, "created": time.time()},
-            ensure_ascii=False,
-            sort_keys=True,
-            default=str,
-        )
-        data = (line + "\n").encode("utf-8")
+        if canonical is None:
+            canonical = canonical_json(request)
+        answer = json.dumps(response, ensure_ascii=False, sort_keys=True, default=str)
+        line = f'{{"created":{time.time()!r},"key":"{key}","request":{canonical},"response":{answer}}}\n'
+        data = line.encode("utf-8")
         offset = self._fh.tell()
         self._fh.write(data)  # one write of the whole line: a kill tears at most this line
         self._fh.flush()

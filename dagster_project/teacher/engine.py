@@ -47,7 +47,7 @@ import aiohttp
 import openai
 from tqdm.auto import tqdm
 
-from dagster_project.teacher.cache import ResponseCache, request_key
+from dagster_project.teacher.cache import ResponseCache, canonical_json, key_of, request_key
 from dagster_project.teacher.limits import (
     AdaptiveLimit,
     EngineLimits,
@@ -95,6 +95,7 @@ class TeacherRequest:
     # Part of the cache key, never sent: the model's snapshot when its name does not pin one. The
     # offline teacher's defaults to its rule-set revision, so editing its rules invalidates old answers.
     revision: str | None = None
+    _first_key: str | None = field(default=None, init=False, repr=False, compare=False)  # request_id memo
 
     def __post_init__(self) -> None:
         if self.revision is None and self.model == OFFLINE_MODEL:
@@ -143,7 +144,9 @@ class TeacherRequest:
     @property
     def request_id(self) -> str:
         """A stable id: the cache key of the first sample, shortened."""
-        return request_key(self.payload(0))[:16]
+        if self._first_key is None:
+            self._first_key = request_key(self.payload(0))
+        return self._first_key[:16]
 
 
 @dataclass
@@ -692,7 +695,10 @@ class TeacherEngine:
         raw = ""
         for attempt in range(self.max_attempts):
             payload = self._payload(req, attempt)
-            key = request_key(payload)
+            canonical = canonical_json(payload)
+            key = key_of(canonical)
+            if attempt == 0 and "response_format" not in payload:
+                req._first_key = key  # the request id, without hashing the request once more
             response = self.cache.get(key, payload)
             if response is not None:
                 self.counters.cache_hits += 1
@@ -707,7 +713,7 @@ class TeacherEngine:
                     rejects.append(Reject(attempt, reason, ""))
                     self.counters.rejects["unavailable"] += 1
                     continue
-                self.cache.put(key, payload, response)
+                self.cache.put(key, payload, response, canonical)
             raw = response.get("content") or ""
             if response.get("error"):
                 reason = response["error"]
