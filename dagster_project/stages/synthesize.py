@@ -34,7 +34,13 @@ from typing import Any
 import polars as pl
 
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
-from dagster_project.teacher.engine import BudgetExceededError, TeacherEngine, TeacherRequest, TeacherResult
+from dagster_project.teacher.engine import (
+    BudgetExceededError,
+    TeacherEngine,
+    TeacherRequest,
+    TeacherResult,
+    TeacherUnreachableError,
+)
 from dagster_project.teacher.prompts import load_prompt
 
 RAW_MAX_CHARS = 2000
@@ -182,6 +188,13 @@ def main(argv: list[str] | None = None) -> None:
     except BudgetExceededError as exc:
         print(f"synthesize: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
+    except TeacherUnreachableError as exc:
+        print(
+            f"synthesize: error: {exc}. Nothing written; every answer received is cached - check the "
+            "endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
+            file=sys.stderr,
+        )
+        raise SystemExit(4) from None
     finally:
         engine.cache.close()
     unreachable = [r for r in results if any(j.reason.startswith("unavailable:") for j in r.rejects)]

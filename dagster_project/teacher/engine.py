@@ -76,6 +76,11 @@ class BudgetExceededError(RuntimeError):
         self.counters = counters
 
 
+class TeacherUnreachableError(RuntimeError):
+    """The endpoint gave no answer of any kind (not even an error status) for too long: the run stops
+    rather than spend every remaining request's retries on it. Finished responses are cached."""
+
+
 class _BudgetStop(Exception):
     """Raised inside a request when the budget cap stops it before it is sent."""
 
@@ -477,6 +482,7 @@ class TeacherEngine:
         limits: EngineLimits | None = None,
         prices: PriceTable | None = None,
         budget_usd: float | None = None,
+        unreachable_after_s: float = 30.0,
     ):
         self._env = dict(os.environ if env is None else env)
         self.limits = limits if limits is not None else EngineLimits.from_env(self._env)
@@ -486,6 +492,10 @@ class TeacherEngine:
         self.timeout_s = timeout_s or self.limits.timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        # Circuit breaker: a request that used up its retries on connection errors or timeouts stops the
+        # run when the endpoint has not answered anything (any HTTP status counts) for this long.
+        self.unreachable_after_s = unreachable_after_s
+        self._last_heard = time.monotonic()
         self.cache = cache if cache is not None else ResponseCache()
         self._teacher = teacher  # in-process stand-in for OfflineTeacher (tests)
         self.base_url = endpoint_from_env(self._env)
@@ -616,6 +626,7 @@ class TeacherEngine:
     async def arun(self, requests: Sequence[TeacherRequest]) -> list[TeacherResult]:
         """Run `requests` concurrently; results are in input order; counters accumulate on `self.counters`."""
         start = time.perf_counter()
+        self._last_heard = time.monotonic()
         models = {r.model for r in requests}
         backend = self._backend(models) if requests else None
         self._check_models_priced(models)
@@ -708,6 +719,13 @@ class TeacherEngine:
                 except _StatusReject as exc:
                     response = {"content": "", "finish_reason": None, "usage": {}, "error": str(exc)}
                 except _RetryableError as exc:
+                    silent_s = time.monotonic() - self._last_heard
+                    if exc.status is None and silent_s > self.unreachable_after_s:
+                        raise TeacherUnreachableError(
+                            f"the teacher endpoint ({self.backend_kind}) has not answered for "
+                            f"{silent_s:.0f} s (last error: {exc}, after {self.max_retries} retries); "
+                            "stopped instead of retrying every remaining request"
+                        ) from None
                     # Not cached: the endpoint may recover by the next run.
                     reason = f"unavailable: {exc} after {self.max_retries} retries"
                     rejects.append(Reject(attempt, reason, ""))
@@ -803,7 +821,12 @@ class TeacherEngine:
             self.counters.max_in_flight = max(self.counters.max_in_flight, self._in_flight)
             try:
                 response = await backend.chat(payload, self.timeout_s)
+            except _StatusReject:
+                self._last_heard = time.monotonic()
+                raise
             except _RetryableError as exc:
+                if exc.status is not None:  # an error status is still an answer: the endpoint is up
+                    self._last_heard = time.monotonic()
                 self._settle(est_in, est_out, 0, 0)
                 if retry == self.max_retries:
                     raise
@@ -814,6 +837,7 @@ class TeacherEngine:
             finally:
                 self._in_flight -= 1
                 self._reserved_usd -= worst
+            self._last_heard = time.monotonic()
             usage = response.get("usage") or {}
             used_in, used_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             self._settle(est_in, est_out, used_in, used_out)

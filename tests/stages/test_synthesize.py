@@ -198,3 +198,23 @@ def test_an_unreachable_teacher_fails_the_stage_and_the_rerun_resumes(recipe, mo
         monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
         examples, _, stats = run(recipe)
     assert stats["n_examples"] == 2 and examples["answer"].to_list() == ["Alice", "The"]
+
+
+def test_a_dead_endpoint_fails_the_stage_fast(recipe, monkeypatch, capsys):
+    import functools
+    import socket
+
+    from dagster_project.teacher.engine import TeacherEngine
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fast = functools.partial(TeacherEngine, max_retries=1, backoff_base_s=0.01, unreachable_after_s=0.0)
+    monkeypatch.setattr(synthesize, "TeacherEngine", fast)
+    monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(SystemExit) as exit_info:
+        run(recipe)
+    assert exit_info.value.code == 4
+    err = capsys.readouterr().err
+    assert "has not answered for" in err and "connection error" in err and "rerun to resume" in err
+    assert not (recipe / "synthesized").exists()

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from dagster_project.teacher.cache import CacheMissError, ResponseCache
-from dagster_project.teacher.engine import TeacherConfigError, TeacherEngine, TeacherRequest
+from dagster_project.teacher.engine import (
+    TeacherConfigError,
+    TeacherEngine,
+    TeacherRequest,
+    TeacherUnreachableError,
+)
 from dagster_project.teacher.prompts import load_prompt
 from dagster_project.teacher.server import serve_in_thread
 
@@ -87,6 +92,32 @@ def test_transient_errors_are_retried(tmp_path, fake_teacher, fault):
     assert all(r.ok for r in results)
     assert injected > 0 and eng.counters.retries == injected
     assert eng.counters.calls == 20 + injected
+
+
+def _closed_port_url() -> str:
+    """The URL of a port nothing listens on: every connection is refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_a_dead_endpoint_trips_the_breaker_instead_of_retrying_every_request(tmp_path):
+    eng = engine(_closed_port_url(), tmp_path, max_retries=1, backoff_base_s=0.01, unreachable_after_s=0.3)
+    start = time.perf_counter()
+    with pytest.raises(TeacherUnreachableError, match="has not answered for"):
+        eng.run(requests(2000))
+    # Without the breaker: 2,000 requests x 3 attempts x 2 tries. With it: what fits in ~0.3 s.
+    assert eng.counters.calls < 2000 and time.perf_counter() - start < 30
+
+
+def test_error_statuses_count_as_answers_for_the_breaker(tmp_path, fake_teacher):
+    with serve_in_thread(teacher=fake_teacher, rate_500=1.0) as url:
+        eng = engine(url, tmp_path, max_retries=1, max_attempts=1, unreachable_after_s=0.0)
+        results = eng.run(requests(3))  # a 500 is an answer: the endpoint is up, the requests are rejected
+    assert [r.reason for r in results] == ["unavailable: http 500 after 1 retries"] * 3
 
 
 def test_retry_after_is_honoured(tmp_path, fake_teacher):
