@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import sys
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ import openai
 from tqdm.auto import tqdm
 
 from dagster_project.teacher.cache import ResponseCache, canonical_json, key_of, request_key
+from dagster_project.teacher.http1 import Http1Client
 from dagster_project.teacher.limits import (
     AdaptiveLimit,
     EngineLimits,
@@ -355,6 +357,56 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
+def _answer(status: int, headers: Mapping[str, str], data: bytes) -> dict[str, Any]:
+    """The completion in an HTTP answer, or the error its status means (`headers`: lower-case names)."""
+    if status < 400:
+        return parse_completion(data)
+    message = _error_message(data)
+    if status in (401, 403, 404):
+        raise TeacherConfigError(
+            f"teacher endpoint refused the request ({status}): {message}. "
+            "Check OPENAI_API_KEY, DISTILL_TEACHER_BASE_URL and the model name."
+        )
+    if status == 429 or status >= 500:
+        raise _RetryableError(f"http {status}", _retry_after(type("R", (), {"headers": headers})), status)
+    raise _StatusReject(f"http_{status}: {message}"[:300])
+
+
+def _auth_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """Content type, Accept and the OpenAI auth headers from the environment."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    key = env.get("OPENAI_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    optional = (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project"))
+    for var, header in optional:
+        if env.get(var):
+            headers[header] = env[var]
+    return headers
+
+
+class _Http1Backend:
+    """The chat-completions wire protocol over `http1.Http1Client` (the default transport): the same
+    requests, auth and error mapping as `_HttpBackend`, at a fraction of aiohttp's CPU per request."""
+
+    def __init__(self, base_url: str, env: Mapping[str, str]):
+        headers = {k: v for k, v in _auth_headers(env).items() if k != "Content-Type"}
+        self.client = Http1Client(base_url, headers)
+
+    async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        body = json.dumps(_request_body(payload)).encode()
+        try:
+            response = await self.client.post("/chat/completions", body, timeout_s)
+        except TimeoutError:
+            raise _RetryableError("timeout") from None
+        except (OSError, ssl.SSLError) as exc:  # ConnectionError and ProtocolError included
+            raise _RetryableError(f"connection error: {type(exc).__name__}") from None
+        return _answer(response.status, response.headers, response.body)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
 class _HttpBackend:
     """The OpenAI chat-completions wire protocol straight over one aiohttp session (the default transport).
 
@@ -365,25 +417,25 @@ class _HttpBackend:
 
     def __init__(self, base_url: str, env: Mapping[str, str], concurrency: int):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = env.get("OPENAI_API_KEY")
-        if key:
-            self.headers["Authorization"] = f"Bearer {key}"
-        optional = (("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project"))
-        for var, header in optional:
-            if env.get(var):
-                self.headers[header] = env[var]
+        self.headers = _auth_headers(env)
         self.concurrency = concurrency
         self.session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         if self.session is None:
             connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
-            self.session = aiohttp.ClientSession(connector=connector, headers=self.headers)
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self.headers,
+                cookie_jar=aiohttp.DummyCookieJar(),  # an API has no cookies; the jar costs CPU per request
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        self._timeouts.setdefault(timeout_s, aiohttp.ClientTimeout(total=timeout_s))
         body = _request_body(payload)
         try:
             async with self.session.post(
-                self.url, data=json.dumps(body).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)
+                self.url, data=json.dumps(body).encode(), timeout=self._timeouts[timeout_s]
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers
@@ -391,18 +443,7 @@ class _HttpBackend:
             raise _RetryableError("timeout") from None
         except aiohttp.ClientError as exc:
             raise _RetryableError(f"connection error: {type(exc).__name__}") from None
-        if status < 400:
-            return parse_completion(data)
-        message = _error_message(data)
-        if status in (401, 403, 404):
-            raise TeacherConfigError(
-                f"teacher endpoint refused the request ({status}): {message}. "
-                "Check OPENAI_API_KEY, DISTILL_TEACHER_BASE_URL and the model name."
-            )
-        if status == 429 or status >= 500:
-            retry_after = _retry_after(type("R", (), {"headers": {k.lower(): v for k, v in headers.items()}}))
-            raise _RetryableError(f"http {status}", retry_after, status)
-        raise _StatusReject(f"http_{status}: {message}"[:300])
+        return _answer(status, {k.lower(): v for k, v in headers.items()}, data)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -523,14 +564,19 @@ class TeacherEngine:
 
     def _backend(self, models: set[str]) -> _Backend:
         if self.base_url:
-            transport = self._env.get("DISTILL_TEACHER_TRANSPORT") or "aiohttp"
+            transport = self._env.get("DISTILL_TEACHER_TRANSPORT") or "http"
             if transport == "openai-sdk":
                 return _OpenAIBackend(self.base_url, self._env.get("OPENAI_API_KEY"), self.timeout_s)
-            if transport != "aiohttp":
+            if transport == "aiohttp":
+                return _HttpBackend(self.base_url, self._env, self.concurrency)
+            if transport != "http":
                 raise TeacherConfigError(
-                    f"DISTILL_TEACHER_TRANSPORT={transport!r}: allowed values are aiohttp, openai-sdk"
+                    f"DISTILL_TEACHER_TRANSPORT={transport!r}: allowed values are http, aiohttp, openai-sdk"
                 )
-            return _HttpBackend(self.base_url, self._env, self.concurrency)
+            try:
+                return _Http1Backend(self.base_url, self._env)
+            except ValueError as exc:
+                raise TeacherConfigError(f"DISTILL_TEACHER_BASE_URL: {exc}") from None
         others = models - {OFFLINE_MODEL}
         if others:
             raise TeacherConfigError(
