@@ -14,10 +14,11 @@ At 500 ms the ideal is min(in_flight / 0.5 s, the engine's own 0 ms ceiling); th
 engine result's fraction of it. At 0 ms the figure is a CPU ceiling: client and server each need a core,
 so on a shared 2-core machine it measures whichever is slower (the JSON records the CPU count and load).
 ``cpu_rps`` (requests per CPU-second of the client process) is the figure that does not depend on how
-busy the machine is. What limits: the client's CPU per request (engine ~0.3-0.6 ms: aiohttp request,
-request hashing, the cache append, validation); at 1,024 in flight the first wave also pays for opening
-1,024 connections, on both sides, which four waves do not amortise. Results kept in
-``benchmarks/results/`` (measured with 2 cores shared with other jobs: load average 4-7).
+busy the machine is. What limits: the client's CPU per request (engine with its default `http`
+transport ~0.15-0.25 ms: the request, hashing, the cache append, validation; the server takes about as
+much); at 1,024 in flight the first wave also pays for opening 1,024 connections, on both sides, and the
+last wave ends half-empty, which four waves do not amortise: `--waves 16` measures closer to the steady
+state of a long job. Results kept in ``benchmarks/results/``.
 """
 
 import argparse

@@ -16,13 +16,14 @@ senders does not turn one 429 into a storm. ``DISTILL_TEACHER_STRUCTURED_OUTPUT=
 prompt's schema as ``response_format`` (for endpoints that support json_schema); answers are validated
 either way.
 
-Transport (``DISTILL_TEACHER_TRANSPORT``): ``aiohttp`` (default) speaks the OpenAI chat-completions wire
-protocol over one aiohttp session; ``openai-sdk`` goes through `openai.AsyncOpenAI` on the SDK's aiohttp
-client (`openai.DefaultAioHttpClient`; the default httpx pool collapses above ~256 in flight). Both map
-errors the same way. Measured on this machine the SDK spends ~1.8 ms of CPU per request (building
-typed params and request objects) against ~0.3 ms for the direct path, so only the direct path keeps
-1,000+ requests/s on one core; `run` also uses uvloop when installed. See
-``benchmarks/teacher_throughput.py``.
+Transport (``DISTILL_TEACHER_TRANSPORT``): ``http`` (default) speaks the OpenAI chat-completions wire
+protocol over `http1.Http1Client`, a lean HTTP/1.1 keep-alive client on asyncio protocols; ``aiohttp``
+over one aiohttp session; ``openai-sdk`` through `openai.AsyncOpenAI` on the SDK's aiohttp client
+(`openai.DefaultAioHttpClient`; the default httpx pool collapses above ~256 in flight). All map errors
+the same way. CPU per request, engine included, measured on this machine: ~0.15-0.25 ms (http), ~0.5-0.9
+ms (aiohttp), ~1.8 ms (openai-sdk, which builds typed params and request objects); at 1,024 requests in
+flight with 500 ms latency only the first keeps the pipeline full on one core. `run` also uses uvloop
+when installed. See ``benchmarks/teacher_throughput.py``.
 
 Accounting: `Counters` holds calls, cache hits, retries, rejects, 429s, pause time, tokens and cost per
 model (`prices.PriceTable`); a run whose spend plus what is in flight would pass the budget stops sending,
@@ -408,11 +409,10 @@ class _Http1Backend:
 
 
 class _HttpBackend:
-    """The OpenAI chat-completions wire protocol straight over one aiohttp session (the default transport).
+    """The OpenAI chat-completions wire protocol straight over one aiohttp session (``aiohttp`` transport).
 
     Same endpoint, auth and error semantics as `_OpenAIBackend`, at a sixth of its CPU per request
-    (measured: ~3,500 vs ~550 requests per CPU-second), which is what lets one core keep 1,000
-    requests/s in flight. ``DISTILL_TEACHER_TRANSPORT=openai-sdk`` selects the SDK instead.
+    (measured: ~3,500 vs ~550 requests per CPU-second); `_Http1Backend` needs a fifth of this one's.
     """
 
     def __init__(self, base_url: str, env: Mapping[str, str], concurrency: int):
