@@ -360,6 +360,11 @@ def _error_message(body: bytes) -> str:
 
 def _answer(status: int, headers: Mapping[str, str], data: bytes) -> dict[str, Any]:
     """The completion in an HTTP answer, or the error its status means (`headers`: lower-case names)."""
+    if 300 <= status < 400:  # not followed: a POST must not silently change its URL (or drop its body)
+        raise TeacherConfigError(
+            f"teacher endpoint redirected the request ({status}) to {headers.get('location', '?')!r}: "
+            "set DISTILL_TEACHER_BASE_URL to the final URL (e.g. https:// rather than http://)."
+        )
     if status < 400:
         return parse_completion(data)
     message = _error_message(data)

@@ -2,9 +2,12 @@
 
 import asyncio
 import gzip
+import threading
 
 import pytest
 
+from dagster_project.teacher.cache import ResponseCache
+from dagster_project.teacher.engine import TeacherConfigError, TeacherEngine, TeacherRequest
 from dagster_project.teacher.http1 import Http1Client, ProtocolError
 
 
@@ -115,3 +118,35 @@ def test_timeouts_and_garbage_are_errors():
 def test_only_http_urls():
     with pytest.raises(ValueError, match="not an http"):
         Http1Client("ftp://example.com/v1", {})
+
+
+def test_a_redirect_is_a_config_error_naming_the_target(tmp_path):
+    """The engine does not follow a redirect (a POST would lose its body or change its URL): it says where."""
+    moved = (
+        b"HTTP/1.1 301 Moved Permanently\r\n"
+        b"Location: https://api.example/v1/chat/completions\r\nContent-Length: 0\r\n\r\n"
+    )
+
+    async def start():
+        return await serve([moved] * 4)
+
+    loop = asyncio.new_event_loop()
+    url, _, server = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        engine = TeacherEngine(
+            cache=ResponseCache(tmp_path),
+            env={"DISTILL_TEACHER_BASE_URL": url},
+            progress=False,
+            max_attempts=1,
+        )
+        request = TeacherRequest([{"role": "user", "content": "hi"}], "m")
+        with pytest.raises(
+            TeacherConfigError, match="redirected the request \\(301\\) to 'https://api.example"
+        ):
+            engine.run([request])
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
