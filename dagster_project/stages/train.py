@@ -409,6 +409,11 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
 
 
+def _world_size() -> int:
+    """How many processes train together (torchrun sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -437,6 +442,24 @@ class _LossLog(TrainerCallback):
             self.eval_history.append({"step": state.global_step, "eval_loss": logs["eval_loss"]})
 
 
+def _truncate_curve(tsv: Path, last_step: int) -> None:
+    """Keep the header and the whole rows of a dvclive curve up to `last_step`; a file whose header was
+    torn is removed (dvclive writes a new one)."""
+    lines = tsv.read_text().splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split("\t") if lines and lines[0].endswith("\n") else []
+    if "step" not in header:
+        tsv.unlink()
+        return
+    step_col = header.index("step")
+    keep = lines[:1]
+    for line in lines[1:]:
+        cells = line.rstrip("\n").split("\t")
+        whole = line.endswith("\n") and len(cells) == len(header) and cells[step_col].isdigit()
+        if whole and int(cells[step_col]) <= last_step:
+            keep.append(line)
+    tsv.write_text("".join(keep))
+
+
 class _Curves(TrainerCallback):
     """Training curves with dvclive (`dvc plots show`/`diff`): train/loss, train/learning_rate,
     train/tokens_per_s and eval/loss per optimizer step, written on the main process only.
@@ -461,13 +484,17 @@ class _Curves(TrainerCallback):
         from dvclive import Live  # imported here: it pulls in DVC
 
         if self.resume_step:
+            # A kill can land while dvclive writes: keep only whole rows up to the resumed step, and drop a
+            # torn summary (dvclive would fail to read it; the next log writes it again).
             for tsv in (self.live_dir / "plots").rglob("*.tsv"):
-                lines = tsv.read_text().splitlines(keepends=True)
-                if not lines:
-                    continue
-                step_col = lines[0].rstrip("\n").split("\t").index("step")
-                keep = [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= self.resume_step]
-                tsv.write_text("".join(lines[:1] + keep))
+                _truncate_curve(tsv, self.resume_step)
+            summary = self.live_dir / "metrics.json"
+            try:
+                json.loads(summary.read_text())
+            except FileNotFoundError:
+                pass
+            except ValueError:
+                summary.unlink()
         else:
             shutil.rmtree(self.live_dir, ignore_errors=True)
         self.live = Live(str(self.live_dir), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=None)
@@ -694,6 +721,10 @@ def training_arguments(
         remove_unused_columns=False,  # keep prompt_mask for QATrainer.compute_loss
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
+        # Without use_cpu, transformers leaves N CPU processes (torchrun) undistributed: each would train
+        # alone on all the data and act as rank 0.
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if not torch.cuda.is_available() and _world_size() > 1 else None,
         **precision_flags,
     )
 
@@ -740,7 +771,8 @@ def train_student(
 
     batch_size = params["batch_size"]
     epochs = params["epochs"]
-    steps_per_epoch = math.ceil(math.ceil(len(train_ds) / batch_size) / accumulation)
+    world_size = _world_size()  # torchrun: each process takes batch_size examples per step
+    steps_per_epoch = math.ceil(math.ceil(len(train_ds) / (batch_size * world_size)) / accumulation)
     total_steps = max(1, math.ceil(steps_per_epoch * epochs))
     evaluating = eval_steps > 0 and len(val_ds) > 0
     if evaluating and (save_steps or patience):
@@ -750,6 +782,7 @@ def train_student(
         f"train: {len(train_ds)} examples ({sum(e['truncated'] for e in train_ds.examples)} truncated), "
         f"val: {len(val_ds)}, model: {n_params / 1e6:.2f}M params ({n_trainable / 1e6:.2f}M trainable), "
         f"vocab {len(tokenizer)}, {total_steps} steps of {batch_size}x{accumulation}"
+        + (f" x {world_size} processes" if world_size > 1 else "")
         + (", packed" if packing else "")
     )
     if resume_from is not None:

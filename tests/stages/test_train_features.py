@@ -114,6 +114,21 @@ def test_a_checkpoint_of_other_params_is_not_resumed(recipe: Path) -> None:
     assert train.last_checkpoint(recipe / "c").name == "checkpoint-3"
 
 
+def test_resume_survives_curves_torn_by_the_kill(tmp_path: Path) -> None:
+    """A kill during dvclive's write leaves a torn summary and a torn last row: resume cleans both."""
+    live = tmp_path / "dvclive"
+    curve = live / "plots/metrics/train/loss.tsv"
+    curve.parent.mkdir(parents=True)
+    curve.write_text("timestamp\tstep\tloss\n1\t5\t2.0\n2\t10\t1.5\n3\t15\t1.2\n4\t2")
+    (live / "plots/metrics/train/lr.tsv").write_text("times")  # torn inside the header
+    (live / "metrics.json").write_text('{"train": {"loss": 1.')
+    callback = train._Curves(live, resume_step=10)
+    callback.on_train_begin(None, type("S", (), {"is_world_process_zero": True})(), None)
+    callback.live.end()
+    assert curve.read_text() == "timestamp\tstep\tloss\n1\t5\t2.0\n2\t10\t1.5\n"
+    assert not (live / "plots/metrics/train/lr.tsv").exists()
+
+
 # --- determinism, packing, schedule, accumulation -------------------------------------------------------
 
 
@@ -280,3 +295,29 @@ def test_compile_blocks_compiles_each_block_in_place() -> None:
     assert train.compile_blocks(model) == 2
     assert torch.allclose(model(input_ids=ids, use_cache=False).logits, expected, atol=1e-5)
     assert list(model.state_dict()) == keys
+
+
+# --- several processes (DDP) ---------------------------------------------------------------------------
+
+
+def test_two_process_ddp_training_on_cpu_writes_one_checkpoint(recipe: Path) -> None:
+    """The N-GPU path (`torchrun -m dagster_project.stages.train`), run as 2 CPU processes over gloo: both
+    ranks train in step, only rank 0 writes the output, and the log counts the world size."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    cmd += ["-m", "dagster_project.stages.train", "--params", "params.yaml"]
+    cmd += ["--data", "assets/deduped", "--out", "assets/student"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run(cmd, cwd=recipe, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((recipe / "assets/student/train_log.json").read_text())
+    assert log["world_size"] == 2 and log["steps"] > 0
+    # Each rank sees half of every global batch: 24 examples x 2 epochs / (4 x 2) = 6 optimizer steps.
+    assert log["steps"] == 6
+    assert AutoModelForCausalLM.from_pretrained(recipe / "assets/student") is not None
+    leftovers = [p.name for p in (recipe / "assets").iterdir() if p.name != "deduped" and p.name != "student"]
+    assert leftovers == []  # no second (rank 1) output, no temp folder left behind
