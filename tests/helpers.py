@@ -12,6 +12,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
+
+def synthesize_recipe_params(root: Path, **synthesize: object) -> None:
+    """Write `root/params.yaml`: the repo's params with placeholder query, passage and gold files in `root`
+    and the grounded-QA prompt, plus `synthesize` overrides."""
+    import yaml
+
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for name in ("queries.txt", "gold.jsonl", "passages.jsonl"):
+        (root / name).write_text("x\n")
+    params["retrieve"]["queries"] = str(root / "queries.txt")
+    params["retrieve"]["sources"][0]["path"] = str(root / "passages.jsonl")
+    params["evaluate"]["gold_test"] = str(root / "gold.jsonl")
+    params["synthesize"]["prompt"] = str(REPO_ROOT / "prompts" / "grounded_qa.yaml")
+    params["synthesize"].update(synthesize)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 

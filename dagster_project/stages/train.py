@@ -394,7 +394,7 @@ def run_fingerprint(params: Mapping[str, Any], train_rows: Sequence, val_rows: S
     h.update(json.dumps([list(train_rows), list(val_rows)], sort_keys=True, default=str).encode())
     h.update(Path(__file__).read_bytes())
     h.update(Path(prompt_format_module.__file__).read_bytes())
-    h.update(os.environ.get("WORLD_SIZE", "1").encode())
+    h.update(str(_world_size()).encode())
     return h.hexdigest()[:16]
 
 

@@ -284,9 +284,9 @@ class _InProcessBackend:
         return None
 
 
-def _retry_after(response: Any) -> float | None:
-    """Seconds from a Retry-After (or retry-after-ms) header, if any."""
-    headers = getattr(response, "headers", None) or {}
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header, if any (`headers`: case-insensitive or
+    lower-case names)."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -341,7 +341,7 @@ class _OpenAIBackend:
             raise _RetryableError(f"connection error: {exc.message}") from None
         except openai.APIStatusError as exc:
             if exc.status_code == 429 or exc.status_code >= 500:
-                retry_after = _retry_after(exc.response)
+                retry_after = _retry_after(getattr(exc.response, "headers", None) or {})
                 raise _RetryableError(f"http {exc.status_code}", retry_after, exc.status_code) from None
             raise _StatusReject(f"http_{exc.status_code}: {exc.message}"[:300]) from None
         return parse_completion(body)
@@ -374,13 +374,13 @@ def _answer(status: int, headers: Mapping[str, str], data: bytes) -> dict[str, A
             "Check OPENAI_API_KEY, DISTILL_TEACHER_BASE_URL and the model name."
         )
     if status == 429 or status >= 500:
-        raise _RetryableError(f"http {status}", _retry_after(type("R", (), {"headers": headers})), status)
+        raise _RetryableError(f"http {status}", _retry_after(headers), status)
     raise _StatusReject(f"http_{status}: {message}"[:300])
 
 
 def _auth_headers(env: Mapping[str, str]) -> dict[str, str]:
-    """Content type, Accept and the OpenAI auth headers from the environment."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    """Accept and the OpenAI auth headers from the environment (each transport sets the content type)."""
+    headers = {"Accept": "application/json"}
     key = env.get("OPENAI_API_KEY")
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -396,8 +396,7 @@ class _Http1Backend:
     requests, auth and error mapping as `_HttpBackend`, at a fraction of aiohttp's CPU per request."""
 
     def __init__(self, base_url: str, env: Mapping[str, str]):
-        headers = {k: v for k, v in _auth_headers(env).items() if k != "Content-Type"}
-        self.client = Http1Client(base_url, headers)
+        self.client = Http1Client(base_url, _auth_headers(env))
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         body = json.dumps(_request_body(payload)).encode()
@@ -422,25 +421,18 @@ class _HttpBackend:
 
     def __init__(self, base_url: str, env: Mapping[str, str], concurrency: int):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.headers = _auth_headers(env)
+        self.headers = {**_auth_headers(env), "Content-Type": "application/json"}
         self.concurrency = concurrency
         self.session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         if self.session is None:
             connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
-            self.session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self.headers,
-                cookie_jar=aiohttp.DummyCookieJar(),  # an API has no cookies; the jar costs CPU per request
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        self._timeouts.setdefault(timeout_s, aiohttp.ClientTimeout(total=timeout_s))
+            self.session = aiohttp.ClientSession(connector=connector, headers=self.headers)
         body = _request_body(payload)
         try:
             async with self.session.post(
-                self.url, data=json.dumps(body).encode(), timeout=self._timeouts[timeout_s]
+                self.url, data=json.dumps(body).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers

@@ -71,9 +71,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
         self.buffer += data
-        if self.waiter is None or self.waiter.done():
-            if self.waiter is None:  # bytes nobody asked for: the connection cannot be trusted any more
-                self.reusable = False
+        if self.waiter is None:  # bytes nobody asked for: the connection cannot be trusted any more
+            self.reusable = False
+            return
+        if self.waiter.done():
             return
         try:
             self._parse()

@@ -4,11 +4,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from helpers import synthesize_recipe_params
 
 from dagster_project.stages import common, synthesize
 from dagster_project.teacher.server import serve_in_thread
 
-REPO = Path(__file__).resolve().parents[2]
 PASSAGES = {
     "p1": "Alice Smith founded Brightwater in 1921. The town lies on the Silver River.",
     "p2": "The capital of Norland is Eastport. Eastport has 40,000 people.",
@@ -32,15 +32,7 @@ class HalfRightTeacher:
 @pytest.fixture
 def recipe(tmp_path, monkeypatch):
     """A params.yaml and a corpus in tmp_path; the teacher cache in tmp_path too."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for name in ("queries.txt", "gold.jsonl", "passages.jsonl"):
-        (tmp_path / name).write_text("x\n")
-    params["retrieve"]["queries"] = str(tmp_path / "queries.txt")
-    params["retrieve"]["sources"][0]["path"] = str(tmp_path / "passages.jsonl")
-    params["evaluate"]["gold_test"] = str(tmp_path / "gold.jsonl")
-    params["synthesize"]["prompt"] = str(REPO / "prompts" / "grounded_qa.yaml")
-    params["synthesize"]["questions_per_passage"] = 3
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    synthesize_recipe_params(tmp_path, questions_per_passage=3)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     rows = [("p1", "q a", 0), ("p2", "q a", 1), ("p1", "q b", 0)]  # p1 retrieved by two queries

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from helpers import synthesize_recipe_params
 
 from dagster_project.stages import synthesize
 from dagster_project.teacher.cache import ResponseCache
@@ -29,15 +29,7 @@ CONCURRENCY = 8
 def recipe(tmp_path_factory):
     """params.yaml and a corpus of N_PASSAGES grounding passages."""
     root = tmp_path_factory.mktemp("resume")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for name in ("queries.txt", "gold.jsonl", "passages.jsonl"):
-        (root / name).write_text("x\n")
-    params["retrieve"]["queries"] = str(root / "queries.txt")
-    params["retrieve"]["sources"][0]["path"] = str(root / "passages.jsonl")
-    params["evaluate"]["gold_test"] = str(root / "gold.jsonl")
-    params["synthesize"]["prompt"] = str(REPO / "prompts" / "grounded_qa.yaml")
-    params["synthesize"]["teacher_model"] = "offline-teacher"
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    synthesize_recipe_params(root, teacher_model="offline-teacher")
     corpus = root / "corpus"
     corpus.mkdir()
     cities = ["Paris", "Lyon", "Oslo", "Lima", "Quito", "Accra", "Hanoi", "Perth", "Cork"]
