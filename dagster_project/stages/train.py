@@ -19,6 +19,7 @@ The same script runs on CPU, one GPU (bf16 where supported) or N GPUs (`torchrun
 Hugging Face `Trainer`.
 """
 
+import functools
 import hashlib
 import json
 import math
@@ -60,6 +61,12 @@ IGNORE_INDEX = -100  # label value the loss skips (prompt and padding tokens)
 
 
 DEFAULT_FORMAT = PromptFormat()  # Context/Question/Answer (see prompt_format.py)
+
+# Compiled once: answer swap runs these on most examples of every batch, and `re`'s own cache (512
+# patterns) is flushed by the per-answer patterns below, which made each call recompile.
+_DIGITS = re.compile(r"\d+")
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
+_LOWER_WORD = re.compile(r"\b[a-z]+\b")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,10 +121,16 @@ def swap_answer(row: Mapping[str, Any], new_answer: str) -> dict[str, Any] | Non
     """The example with every whole-word occurrence of its answer in the context replaced by
     `new_answer`, and `new_answer` as the answer; None if the swap is impossible or ambiguous."""
     answer = row["answer"]
-    pattern = re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)")
+    pattern = _whole_word(answer)
     if new_answer == answer or answer in row["question"] or not pattern.search(row["context"]):
         return None
     return {**row, "context": pattern.sub(lambda _: new_answer, row["context"]), "answer": new_answer}
+
+
+@functools.lru_cache(maxsize=65536)
+def _whole_word(text: str) -> re.Pattern:
+    """A pattern matching `text` as a whole word (not inside a longer word)."""
+    return re.compile(rf"(?<!\w){re.escape(text)}(?!\w)")
 
 
 def _word_pools(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
@@ -148,9 +161,9 @@ def novel_answer(answer: str, rng: random.Random, names: Sequence[str], lower: S
     def word(m: re.Match) -> str:
         return rng.choice(lower) if lower else m.group()
 
-    out = re.sub(r"\d+", digits, answer)
-    out = re.sub(r"\b[A-Z][a-z]+\b", name, out)
-    return re.sub(r"\b[a-z]+\b", word, out)
+    out = _DIGITS.sub(digits, answer)
+    out = _CAPITALISED.sub(name, out)
+    return _LOWER_WORD.sub(word, out)
 
 
 class QADataset(torch.utils.data.Dataset):
@@ -476,12 +489,10 @@ class _Curves(TrainerCallback):
     def __init__(self, live_dir: Path, resume_step: int) -> None:
         self.live_dir, self.resume_step, self.live = live_dir, resume_step, None
         if _is_main_process():
-            import dvclive  # noqa: F401  (~1 s: DVC comes with it; imported before the training clock starts)
+            self.live = self._open()  # here, not at train begin: opening costs ~1 s (it imports DVC)
 
-    def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
-        if not state.is_world_process_zero:
-            return
-        from dvclive import Live  # imported here: it pulls in DVC
+    def _open(self) -> Any:
+        from dvclive import Live
 
         if self.resume_step:
             # A kill can land while dvclive writes: keep only whole rows up to the resumed step, and drop a
@@ -497,7 +508,7 @@ class _Curves(TrainerCallback):
                 summary.unlink()
         else:
             shutil.rmtree(self.live_dir, ignore_errors=True)
-        self.live = Live(str(self.live_dir), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=None)
+        return Live(str(self.live_dir), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=None)
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
         if self.live is None or not logs:
