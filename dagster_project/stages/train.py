@@ -224,7 +224,8 @@ class QADataset(torch.utils.data.Dataset):
 def make_collator(pad_id: int, packing: bool = False, max_length: int | None = None):
     """Collate a batch into padded rows; with `packing`, into as few rows of <= `max_length` as fit.
 
-    Padding gets label IGNORE_INDEX. `prompt_mask` marks the prompt tokens (1) for the optional
+    Rows are padded on the right and get no attention mask (see `pad_rows`); padding gets label
+    IGNORE_INDEX. `prompt_mask` marks the prompt tokens (1) for the optional
     prompt loss (see `QATrainer`); `n_tokens` counts the real (non-padding) tokens for tokens/s.
 
     Packing (first-fit decreasing) concatenates several examples into one row. `position_ids` restart
@@ -238,29 +239,35 @@ def make_collator(pad_id: int, packing: bool = False, max_length: int | None = N
     """
 
     def pad_rows(rows: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        # Built as lists, made tensors once: a tensor per example and field cost ~1.5 ms per CPU step.
         width = max(sum(len(ex["input_ids"]) for ex in row) for row in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        prompt_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        positions = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            start = 0
+        ids, labels, prompt_mask, positions = [], [], [], []
+        n_real = 0
+        for row in rows:
+            row_ids, row_labels, row_prompt, row_positions = [], [], [], []
             for ex in row:
-                n = len(ex["input_ids"])
-                ids[r, start : start + n] = torch.tensor(ex["input_ids"])
-                labels[r, start : start + n] = torch.tensor(ex["labels"])
-                mask[r, start : start + n] = 1
-                prompt_mask[r, start + 1 : start + ex["n_prompt"]] = 1  # the first token is never a target
-                positions[r, start : start + n] = torch.arange(n)
-                start += n
-            positions[r, start:] = torch.arange(width - start)  # padding: a segment of its own
+                n, n_prompt = len(ex["input_ids"]), ex["n_prompt"]
+                row_ids += ex["input_ids"]
+                row_labels += ex["labels"]
+                # the prompt's first token is never a target (nothing precedes it)
+                row_prompt += [0] + [1] * max(0, n_prompt - 1) + [0] * (n - max(1, n_prompt))
+                row_positions += range(n)
+            pad = width - len(row_ids)
+            n_real += len(row_ids)
+            ids.append(row_ids + [pad_id] * pad)
+            labels.append(row_labels + [IGNORE_INDEX] * pad)
+            prompt_mask.append(row_prompt + [0] * pad)
+            positions.append(row_positions + list(range(pad)))  # padding: a segment of its own
+        ids, labels = torch.tensor(ids), torch.tensor(labels)
+        prompt_mask, positions = torch.tensor(prompt_mask), torch.tensor(positions)
         # n_tokens is a plain int: as a tensor it would go to the GPU and cost a sync to read back.
-        batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": int(mask.sum())}
+        batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": n_real}
         if packing:
             batch["position_ids"] = positions
-        elif not bool(mask.all()):  # no padding, no mask: attention can take its fused causal kernel
-            batch["attention_mask"] = mask
+        # No attention mask either way: padding is on the right, so under the causal mask no real token
+        # ever attends to it, and positions count from 0 as they would with the mask. Padding positions
+        # compute garbage that no loss term reads. Without a mask, attention takes its fused causal
+        # kernel (CPU and GPU) and no 4-D mask is built (9% of a CPU step for the default student).
         return batch
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
