@@ -6,7 +6,8 @@ Training, each variant on the same model (GPT-2 124M from config: 12 layers, 12 
 50,304 = GPT-2's padded to a multiple of 64) and the same data (1,024-token examples of random token ids: a
 960-token prompt and a 64-token completion; throughput does not depend on what the tokens say):
 - `ours`: the train stage's path -- `train.QATrainer` with `train.training_arguments`, the length-grouped
-  sampler, the collator, the completion + prompt loss (weight 1, so every token is a target) -- in bf16
+  sampler, the collator, the completion + prompt loss (weight 1, so every token is a target), the fused
+  kernels of `fast_kernels.py` -- in bf16
   with `torch_compile: true` (model and loss compiled);
 - `ours_whole_compile`: the same with the model compiled whole (as `Trainer(torch_compile=True)` does)
   instead of block by block (see `train.compile_blocks`);
@@ -48,6 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from dagster_project.stages import evaluate, train  # noqa: E402
+from dagster_project.stages.fast_kernels import use_fused_kernels  # noqa: E402
 from dagster_project.stages.prompt_format import PromptFormat  # noqa: E402
 
 SEQ, PROMPT = 1024, 960
@@ -132,6 +134,7 @@ def train_variant(name: str, steps: int, warmup: int, batch: int, out: Path) -> 
             seed=0,
             precision_flags=train._precision("bf16"),
         )
+        use_fused_kernels(model)  # as the stage does
         if name == "ours":
             train.compile_blocks(model)
         elif name == "ours_whole_compile":  # the model compiled whole, as Trainer's torch_compile does
