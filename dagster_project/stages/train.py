@@ -53,7 +53,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from dagster_project.stages import prompt_format as prompt_format_module
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
-from dagster_project.stages.fast_kernels import use_fused_kernels
+from dagster_project.stages.fast_kernels import linear_cross_entropy, plain_lm_head, use_fused_kernels
 from dagster_project.stages.prompt_format import PromptFormat
 
 EOS_TOKEN = "<|endoftext|>"
@@ -80,13 +80,39 @@ def load_split(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
     return [r for r in df.to_dicts() if r["context"] and r["question"] and r["answer"]]
 
 
-def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """The ids of `text` without special tokens: through the Rust tokenizer directly when there is one
-    (a tenth of the tokenizer call's Python overhead; answer swap re-encodes examples every step)."""
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """The ids of each text, without special tokens. Through the Rust tokenizer directly when there is
+    one, as one batch and without character offsets (`encode_batch_fast`): answer swap re-encodes most
+    examples of every batch, and a tokenizer call per text cost ~2x as much."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return backend.encode(text, add_special_tokens=False).ids
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # tokenizers < 0.21: no _fast
+        return [e.ids for e in encode(list(texts), add_special_tokens=False)]
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+def encode_examples(
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Any]],
+    max_length: int,
+    prompt_format: PromptFormat = DEFAULT_FORMAT,
+) -> list[dict]:
+    """Token ids and labels for each example; a prompt is cut from the left if it is too long."""
+    texts = [prompt_format.prompt(r, tokenizer) for r in rows] + [prompt_format.completion(r) for r in rows]
+    ids = token_ids(tokenizer, texts)
+    examples = []
+    for prompt, completion in zip(ids[: len(rows)], ids[len(rows) :], strict=True):
+        completion = (completion + [tokenizer.eos_token_id])[: max_length // 2]
+        prompt = prompt[-(max_length - len(completion)) :]
+        examples.append(
+            {
+                "input_ids": prompt + completion,
+                "labels": [IGNORE_INDEX] * len(prompt) + completion,
+                "n_prompt": len(prompt),
+                "truncated": len(prompt) + len(completion) >= max_length,
+            }
+        )
+    return examples
 
 
 def encode_example(
@@ -95,17 +121,8 @@ def encode_example(
     max_length: int,
     prompt_format: PromptFormat = DEFAULT_FORMAT,
 ) -> dict:
-    """Token ids and labels for one example; the prompt is cut from the left if it is too long."""
-    prompt = token_ids(tokenizer, prompt_format.prompt(row, tokenizer))
-    completion = token_ids(tokenizer, prompt_format.completion(row))
-    completion = (completion + [tokenizer.eos_token_id])[: max_length // 2]
-    prompt = prompt[-(max_length - len(completion)) :]
-    return {
-        "input_ids": prompt + completion,
-        "labels": [IGNORE_INDEX] * len(prompt) + completion,
-        "n_prompt": len(prompt),
-        "truncated": len(prompt) + len(completion) >= max_length,
-    }
+    """Token ids and labels for one example (see `encode_examples`)."""
+    return encode_examples(tokenizer, [row], max_length, prompt_format)[0]
 
 
 def answer_shape(answer: str) -> str:
@@ -191,23 +208,41 @@ class QADataset(torch.utils.data.Dataset):
     ):
         self.tokenizer, self.rows, self.max_length = tokenizer, list(rows), max_length
         self.swap_prob, self.seed, self.prompt_format = swap_prob, seed, prompt_format
-        self.examples = [encode_example(tokenizer, r, max_length, prompt_format) for r in self.rows]
+        self.examples = encode_examples(tokenizer, self.rows, max_length, prompt_format)
         self.names, self.lower = _word_pools(self.rows)
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.examples)
 
+    def _swapped(self, i: int) -> dict[str, Any] | None:
+        """Example `i` with its answer swapped for this epoch, or None (not drawn, or not swappable)."""
+        if self.swap_prob <= 0:
+            return None
+        rng = random.Random(f"{self.seed}:{i}:{self.epoch}")
+        if rng.random() >= self.swap_prob:
+            return None
+        row = self.rows[i]
+        return swap_answer(row, novel_answer(row["answer"], rng, self.names, self.lower))
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        ex = self.examples[i]
-        if self.swap_prob > 0:
-            rng = random.Random(f"{self.seed}:{i}:{self.epoch}")
-            if rng.random() < self.swap_prob:
-                row = self.rows[i]
-                swapped = swap_answer(row, novel_answer(row["answer"], rng, self.names, self.lower))
-                if swapped is not None:
-                    ex = encode_example(self.tokenizer, swapped, self.max_length, self.prompt_format)
-        return {"input_ids": ex["input_ids"], "labels": ex["labels"], "n_prompt": ex["n_prompt"]}
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The examples at `indices`; the DataLoader asks for a whole batch at once, so the swapped
+        examples are re-tokenized in one call."""
+        examples = [self.examples[i] for i in indices]
+        swapped = [(k, row) for k, i in enumerate(indices) if (row := self._swapped(i)) is not None]
+        if swapped:
+            encoded = encode_examples(
+                self.tokenizer, [r for _, r in swapped], self.max_length, self.prompt_format
+            )
+            for (k, _), ex in zip(swapped, encoded, strict=True):
+                examples[k] = ex
+        return [
+            {"input_ids": ex["input_ids"], "labels": ex["labels"], "n_prompt": ex["n_prompt"]}
+            for ex in examples
+        ]
 
     @classmethod
     def from_examples(cls, examples: Sequence[Mapping[str, Any]], seed: int = 0) -> "QADataset":
@@ -547,9 +582,18 @@ class QATrainer(Trainer):
     """
 
     def __init__(
-        self, *args: Any, prompt_loss_weight: float = 0.0, compile_loss: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        prompt_loss_weight: float = 0.0,
+        compile_loss: bool = False,
+        fused_lm_head: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # With `fused_lm_head` (the stage sets it for a single CPU process), training steps run the
+        # model's decoder and then the output projection fused with the loss (fast_kernels.py), when
+        # the architecture allows it; evaluation always goes through the model's own logits.
+        self._lm_head = plain_lm_head(self.model) if fused_lm_head else None
         # Our loss is a mean per micro-batch, so the Trainer must divide it by the accumulation steps.
         # Left True (GPT-2's forward takes **kwargs), it would not, and N accumulated micro-batches would
         # give an N times larger gradient.
@@ -573,13 +617,26 @@ class QATrainer(Trainer):
         n_tokens = inputs.pop("n_tokens", None)
         if model.training and n_tokens is not None:
             self.tokens_seen += int(n_tokens)
+        weight = self.prompt_loss_weight if model.training else 0.0
+        if model.training and self._lm_head is not None:
+            decoder, head_weight = self._lm_head
+            hidden = decoder(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs.get("attention_mask"),
+                position_ids=inputs.get("position_ids"),
+                use_cache=False,
+            ).last_hidden_state
+            targets, weights = qa_loss_weights(inputs["input_ids"], labels, prompt_mask, weight)
+            loss = linear_cross_entropy(
+                hidden.flatten(0, 1), head_weight, targets.flatten(), weights.flatten()
+            )
+            return (loss, None) if return_outputs else loss
         outputs = model(
             input_ids=inputs["input_ids"],
             attention_mask=inputs.get("attention_mask"),
             position_ids=inputs.get("position_ids"),
             use_cache=False,  # with a cache, transformers ignores packed position ids (attention would leak)
         )
-        weight = self.prompt_loss_weight if model.training else 0.0
         loss = self._loss_fn(outputs.logits, inputs["input_ids"], labels, prompt_mask, weight)
         return (loss, outputs) if return_outputs else loss
 
@@ -593,6 +650,24 @@ class QATrainer(Trainer):
         super().log(logs, start_time)
 
 
+def qa_loss_weights(
+    input_ids: torch.Tensor, labels: torch.Tensor, prompt_mask: torch.Tensor, prompt_loss_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, weights), both batch x length: position t predicts token t+1 with weight 1/(number of
+    completion targets) on completion targets, `prompt_loss_weight`/(number of prompt targets) on prompt
+    targets, and 0 elsewhere (padding, and the last position, which predicts nothing). The weighted sum
+    of the token losses is `qa_loss`."""
+    targets = torch.roll(input_ids, -1, dims=1)
+    completion = torch.roll(labels != IGNORE_INDEX, -1, dims=1)
+    completion[:, -1] = False
+    weights = completion.float() / completion.sum().clamp(min=1)
+    if prompt_loss_weight > 0:
+        prompt = torch.roll(prompt_mask, -1, dims=1).float()  # predicting prompt tokens 2..n
+        prompt[:, -1] = 0
+        weights = weights + prompt_loss_weight * prompt / prompt.sum().clamp(min=1)
+    return targets, weights
+
+
 def qa_loss(
     logits: torch.Tensor,
     input_ids: torch.Tensor,
@@ -602,18 +677,10 @@ def qa_loss(
 ) -> torch.Tensor:
     """Mean completion-token loss + `prompt_loss_weight` x mean prompt-token loss, in fp32.
 
-    One cross entropy over every position, each weighted by its term's 1/count: position t predicts
-    token t+1, and the last position predicts nothing (weight 0). Computing on the unsliced logits
-    avoids a copy of the (batch x length x vocabulary) tensor.
+    One cross entropy over every position, weighted by `qa_loss_weights`. Computing on the unsliced
+    logits avoids a copy of the (batch x length x vocabulary) tensor.
     """
-    targets = torch.roll(input_ids, -1, dims=1)
-    completion = torch.roll(labels != IGNORE_INDEX, -1, dims=1)
-    completion[:, -1] = False
-    weights = completion.float() / completion.sum().clamp(min=1)
-    if prompt_loss_weight > 0:
-        prompt = torch.roll(prompt_mask, -1, dims=1).float()  # predicting prompt tokens 2..n
-        prompt[:, -1] = 0
-        weights = weights + prompt_loss_weight * prompt / prompt.sum().clamp(min=1)
+    targets, weights = qa_loss_weights(input_ids, labels, prompt_mask, prompt_loss_weight)
     token_loss = torch.nn.functional.cross_entropy(
         logits.flatten(0, 1).float(), targets.flatten(), reduction="none"
     )
@@ -834,6 +901,7 @@ def train_student(
         model=model,
         prompt_loss_weight=params["prompt_loss_weight"],
         compile_loss=compile_model,
+        fused_lm_head=not compile_model and world_size == 1 and not torch.cuda.is_available(),
         args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds if len(val_ds) else None,

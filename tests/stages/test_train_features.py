@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import train
 from dagster_project.stages.common import TrackedParams
+from dagster_project.stages.fast_kernels import plain_lm_head
 from dagster_project.stages.prompt_format import PromptFormat
 
 REPO_ROOT, TINY_TRAIN = tte.REPO_ROOT, tte.TINY_TRAIN
@@ -190,6 +191,7 @@ def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
     model = GPT2LMHeadModel(config).eval()
     trainer = train.QATrainer.__new__(train.QATrainer)
     trainer.prompt_loss_weight, trainer.tokens_seen, trainer._loss_fn = 1.0, 0, train.qa_loss
+    trainer._lm_head = None
     model.train()  # the prompt term counts only in training; dropout is 0 in eval below
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -197,7 +199,10 @@ def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
     with torch.no_grad():
         loss_packed = trainer.compute_loss(model, dict(packed))
         loss_plain = trainer.compute_loss(model, dict(plain))
+        trainer._lm_head = plain_lm_head(model)  # the fused output projection + loss of CPU training
+        loss_packed_fused = trainer.compute_loss(model, dict(packed))
     assert loss_packed.item() == pytest.approx(loss_plain.item(), rel=1e-5)
+    assert loss_packed_fused.item() == pytest.approx(loss_plain.item(), rel=1e-5)
 
 
 # --- early stopping, curves ---------------------------------------------------------------------------
