@@ -19,8 +19,10 @@ The same script runs on CPU, one GPU (bf16 where supported) or N GPUs (`torchrun
 Hugging Face `Trainer`.
 """
 
+import array
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -257,6 +259,17 @@ class QADataset(torch.utils.data.Dataset):
         return [len(ex["input_ids"]) for ex in self.examples]
 
 
+def _long_tensor(rows: list[list[int]]) -> torch.Tensor:
+    """An int64 tensor of equal-length rows, through a flat C array: `torch.tensor` on nested lists
+    took 6x as long (~0.2 ms per tensor of a default batch)."""
+    flat = array.array("q", itertools.chain.from_iterable(rows))
+    return (
+        torch.frombuffer(flat, dtype=torch.int64).view(len(rows), -1)
+        if flat
+        else torch.zeros(len(rows), 0, dtype=torch.long)
+    )
+
+
 def make_collator(pad_id: int, packing: bool = False, max_length: int | None = None):
     """Collate a batch into padded rows; with `packing`, into as few rows of <= `max_length` as fit.
 
@@ -294,8 +307,7 @@ def make_collator(pad_id: int, packing: bool = False, max_length: int | None = N
             labels.append(row_labels + [IGNORE_INDEX] * pad)
             prompt_mask.append(row_prompt + [0] * pad)
             positions.append(row_positions + list(range(pad)))  # padding: a segment of its own
-        ids, labels = torch.tensor(ids), torch.tensor(labels)
-        prompt_mask, positions = torch.tensor(prompt_mask), torch.tensor(positions)
+        ids, labels, prompt_mask, positions = map(_long_tensor, (ids, labels, prompt_mask, positions))
         # n_tokens is a plain int: as a tensor it would go to the GPU and cost a sync to read back.
         batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": n_real}
         if packing:
