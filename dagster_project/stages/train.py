@@ -53,6 +53,7 @@ from transformers import (
 )
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from dagster_project.stages import fast_kernels
 from dagster_project.stages import prompt_format as prompt_format_module
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
 from dagster_project.stages.fast_kernels import linear_cross_entropy, plain_lm_head, use_fused_kernels
@@ -454,14 +455,15 @@ def _plain(obj: Any) -> Any:
 
 
 def run_fingerprint(params: Mapping[str, Any], train_rows: Sequence, val_rows: Sequence) -> str:
-    """What a checkpoint must match to be resumed: params, data, the code of this file and of the prompt
-    format, and the world size."""
+    """What a checkpoint must match to be resumed: params, data, the code of this file, of the prompt
+    format and of the fused kernels, and the world size."""
     h = hashlib.sha256()
     raw = getattr(params, "_data", params)  # a TrackedParams' plain data: hashing is not "reading" a key
     h.update(json.dumps(_plain(raw), sort_keys=True, default=str).encode())
     h.update(json.dumps([list(train_rows), list(val_rows)], sort_keys=True, default=str).encode())
     h.update(Path(__file__).read_bytes())
     h.update(Path(prompt_format_module.__file__).read_bytes())
+    h.update(Path(fast_kernels.__file__).read_bytes())
     h.update(str(_world_size()).encode())
     return h.hexdigest()[:16]
 
