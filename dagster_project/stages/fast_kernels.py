@@ -65,9 +65,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, row_weights):  # noqa: ANN001, ANN205
-        grad_hidden = torch.zeros_like(hidden)
-        grad_weight = torch.zeros_like(weight)
         dtype = torch.promote_types(hidden.dtype, torch.float32)  # the loss in fp32 at least
+        grad_hidden = torch.zeros_like(hidden)
+        # Summed over chunks in fp32 at least (bf16 would round the running sum at every chunk); not at
+        # all for a frozen head (LoRA).
+        grad_weight = torch.zeros_like(weight, dtype=dtype) if ctx.needs_input_grad[1] else None
         loss = torch.zeros((), dtype=dtype, device=hidden.device)
         chunk = max(1, _CHUNK_BYTES // (4 * weight.shape[0]))
         for start in range(0, hidden.shape[0], chunk):
@@ -81,14 +83,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[torch.arange(len(target), device=grad.device), target] -= 1
             grad = grad.mul_(w[:, None]).to(hidden.dtype)
             torch.mm(grad, weight, out=grad_hidden[start : start + chunk])
-            grad_weight.addmm_(grad.T, h)
-        ctx.save_for_backward(grad_hidden, grad_weight)
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.T.to(dtype), h.to(dtype))
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+            ctx.save_for_backward(grad_hidden, grad_weight)
+        else:
+            ctx.save_for_backward(grad_hidden)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):  # noqa: ANN001, ANN205
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
+        grad_hidden, *grad_weight = ctx.saved_tensors
+        grad_weight = grad_weight[0] * grad_loss if grad_weight else None
+        return grad_hidden * grad_loss, grad_weight, None, None
 
 
 def linear_cross_entropy(

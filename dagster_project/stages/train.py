@@ -20,6 +20,7 @@ Hugging Face `Trainer`.
 """
 
 import array
+import copy
 import functools
 import hashlib
 import itertools
@@ -87,8 +88,13 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[
     """The ids of each text, without special tokens. Through the Rust tokenizer directly when there is
     one, as one batch and without character offsets (`encode_batch_fast`): answer swap re-encodes most
     examples of every batch, and a tokenizer call per text cost ~2x as much."""
+    if not texts:
+        return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
+        if backend.padding is not None:  # a pretrained tokenizer.json may turn padding on: never pad here
+            backend = copy.copy(backend)
+            backend.no_padding()
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # tokenizers < 0.21: no _fast
         return [e.ids for e in encode(list(texts), add_special_tokens=False)]
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -101,6 +107,8 @@ def encode_examples(
     prompt_format: PromptFormat = DEFAULT_FORMAT,
 ) -> list[dict]:
     """Token ids and labels for each example; a prompt is cut from the left if it is too long."""
+    if not rows:
+        return []
     texts = [prompt_format.prompt(r, tokenizer) for r in rows] + [prompt_format.completion(r) for r in rows]
     ids = token_ids(tokenizer, texts)
     examples = []

@@ -113,3 +113,16 @@ def test_plain_lm_head_is_found_for_gpt2_and_inside_peft_but_not_for_other_heads
     )
     assert fast_kernels.plain_lm_head(head_adapted) is None  # the head is not a plain Linear any more
     assert fast_kernels.plain_lm_head(torch.nn.Linear(3, 3)) is None
+
+
+def test_linear_cross_entropy_with_a_frozen_head_gives_the_hidden_gradient_only() -> None:
+    torch.manual_seed(1)
+    hidden = torch.randn(9, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(31, 8, dtype=torch.float64)  # frozen, as under LoRA
+    targets, row_weights = torch.randint(0, 31, (9,)), torch.rand(9, dtype=torch.float64)
+    fast_kernels.linear_cross_entropy(hidden, weight, targets, row_weights).backward()
+    got = hidden.grad.clone()
+    hidden.grad = None
+    _reference(hidden, weight, targets, row_weights).backward()
+    torch.testing.assert_close(got, hidden.grad)
+    assert weight.grad is None

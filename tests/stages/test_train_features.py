@@ -326,3 +326,15 @@ def test_two_process_ddp_training_on_cpu_writes_one_checkpoint(recipe: Path) -> 
     assert AutoModelForCausalLM.from_pretrained(recipe / "assets/student") is not None
     leftovers = [p.name for p in (recipe / "assets").iterdir() if p.name != "deduped" and p.name != "student"]
     assert leftovers == []  # no second (rank 1) output, no temp folder left behind
+
+
+def test_batched_token_ids_never_pad_and_take_empty_input() -> None:
+    texts = ["Context: the river Ka\nQuestion: which?\nAnswer:", " Ka", "a much longer text " * 5]
+    tokenizer = train.train_tokenizer(texts * 4, vocab_size=300)
+    one_by_one = [tokenizer.backend_tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert train.token_ids(tokenizer, texts) == one_by_one
+    # A pretrained tokenizer.json can come with padding switched on: ids must still be unpadded.
+    tokenizer.backend_tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=train.PAD_TOKEN)
+    assert train.token_ids(tokenizer, texts) == one_by_one
+    assert tokenizer.backend_tokenizer.padding is not None  # the caller's tokenizer is left as it was
+    assert train.token_ids(tokenizer, []) == [] and train.encode_examples(tokenizer, [], 64) == []
