@@ -122,15 +122,14 @@ def main() -> None:
         }
         for name, rs in runs.items()
     }
-
-    def paired_ratio(name: str) -> float:
-        pairs = zip(runs[name], runs["plain_trainer"], strict=True)
-        return round(statistics.median(r["tokens_per_second"] / b["tokens_per_second"] for r, b in pairs), 2)
-
-    def best_ratio(name: str) -> float:
-        best = {n: max(r["tokens_per_second"] for r in runs[n]) for n in (name, "plain_trainer")}
-        return round(best[name] / best["plain_trainer"], 2)
-
+    per_round = {
+        name: [
+            r["tokens_per_second"] / b["tokens_per_second"]
+            for r, b in zip(runs[name], runs["plain_trainer"], strict=True)
+        ]
+        for name in ("ours", "ours_packed")
+    }
+    best = {name: max(r["tokens_per_second"] for r in rs) for name, rs in runs.items()}
     report = {
         "benchmark": "train throughput (real tokens/s of trainer.train())",
         "data": source,
@@ -140,16 +139,10 @@ def main() -> None:
         "batch_size": params["batch_size"],
         "model": {k: params[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "max_length")},
         "results": results,
-        "ratio_ours_vs_plain": paired_ratio("ours"),
-        "ratio_ours_packed_vs_plain": paired_ratio("ours_packed"),
-        "ratio_of_best_runs": {"ours": best_ratio("ours"), "ours_packed": best_ratio("ours_packed")},
-        "ratio_per_round": {
-            name: [
-                round(r["tokens_per_second"] / b["tokens_per_second"], 2)
-                for r, b in zip(runs[name], runs["plain_trainer"], strict=True)
-            ]
-            for name in ("ours", "ours_packed")
-        },
+        "ratio_ours_vs_plain": round(statistics.median(per_round["ours"]), 2),
+        "ratio_ours_packed_vs_plain": round(statistics.median(per_round["ours_packed"]), 2),
+        "ratio_of_best_runs": {n: round(best[n] / best["plain_trainer"], 2) for n in per_round},
+        "ratio_per_round": {n: [round(x, 2) for x in ratios] for n, ratios in per_round.items()},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "note": (

@@ -81,22 +81,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss += ((logsumexp - target_logit) * w).sum()
             grad = logits.sub_(logsumexp[:, None]).exp_()  # softmax, in the logits' buffer
             grad[torch.arange(len(target), device=grad.device), target] -= 1
-            grad = grad.mul_(w[:, None]).to(hidden.dtype)
-            torch.mm(grad, weight, out=grad_hidden[start : start + chunk])
+            grad = grad.mul_(w[:, None])
+            torch.mm(grad.to(hidden.dtype), weight, out=grad_hidden[start : start + chunk])
             if grad_weight is not None:
-                grad_weight.addmm_(grad.T.to(dtype), h.to(dtype))
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-            ctx.save_for_backward(grad_hidden, grad_weight)
-        else:
-            ctx.save_for_backward(grad_hidden)
+                grad_weight.addmm_(grad.T, h.to(dtype))
+        ctx.save_for_backward(grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype))
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):  # noqa: ANN001, ANN205
-        grad_hidden, *grad_weight = ctx.saved_tensors
-        grad_weight = grad_weight[0] * grad_loss if grad_weight else None
-        return grad_hidden * grad_loss, grad_weight, None, None
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, None if grad_weight is None else grad_weight * grad_loss, None, None
 
 
 def linear_cross_entropy(

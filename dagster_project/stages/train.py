@@ -31,6 +31,7 @@ import random
 import re
 import shutil
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,30 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[
     examples of every batch, and a tokenizer call per text cost ~2x as much."""
     if not texts:
         return []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = _raw_backend(tokenizer)
     if backend is not None:
-        if backend.padding is not None:  # a pretrained tokenizer.json may turn padding on: never pad here
-            backend = copy.copy(backend)
-            backend.no_padding()
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # tokenizers < 0.21: no _fast
         return [e.ids for e in encode(list(texts), add_special_tokens=False)]
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+_RAW_BACKENDS: "weakref.WeakKeyDictionary[Any, Tokenizer]" = weakref.WeakKeyDictionary()
+
+
+def _raw_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
+    """The tokenizer's Rust backend set to neither pad nor truncate (None without one), made once per
+    tokenizer. transformers sets the backend's padding and truncation per call of its own, and a
+    pretrained tokenizer.json can leave them on; used raw, the backend would pad every text of a batch
+    to the longest, or cut a prompt from the right (prompts are cut from the left, here)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or (backend.padding is None and backend.truncation is None):
+        return backend
+    if tokenizer not in _RAW_BACKENDS:
+        raw = copy.copy(backend)
+        raw.no_padding()
+        raw.no_truncation()
+        _RAW_BACKENDS[tokenizer] = raw
+    return _RAW_BACKENDS[tokenizer]
 
 
 def encode_examples(
@@ -272,11 +289,7 @@ def _long_tensor(rows: list[list[int]]) -> torch.Tensor:
     """An int64 tensor of equal-length rows, through a flat C array: `torch.tensor` on nested lists
     took 6x as long (~0.2 ms per tensor of a default batch)."""
     flat = array.array("q", itertools.chain.from_iterable(rows))
-    return (
-        torch.frombuffer(flat, dtype=torch.int64).view(len(rows), -1)
-        if flat
-        else torch.zeros(len(rows), 0, dtype=torch.long)
-    )
+    return torch.frombuffer(flat, dtype=torch.int64).view(len(rows), -1)
 
 
 def make_collator(pad_id: int, packing: bool = False, max_length: int | None = None):
@@ -309,18 +322,24 @@ def make_collator(pad_id: int, packing: bool = False, max_length: int | None = N
                 row_labels += ex["labels"]
                 # the prompt's first token is never a target (nothing precedes it)
                 row_prompt += [0] + [1] * max(0, n_prompt - 1) + [0] * (n - max(1, n_prompt))
-                row_positions += range(n)
+                if packing:
+                    row_positions += range(n)
             pad = width - len(row_ids)
             n_real += len(row_ids)
             ids.append(row_ids + [pad_id] * pad)
             labels.append(row_labels + [IGNORE_INDEX] * pad)
             prompt_mask.append(row_prompt + [0] * pad)
-            positions.append(row_positions + list(range(pad)))  # padding: a segment of its own
-        ids, labels, prompt_mask, positions = map(_long_tensor, (ids, labels, prompt_mask, positions))
+            if packing:
+                positions.append(row_positions + list(range(pad)))  # padding: a segment of its own
         # n_tokens is a plain int: as a tensor it would go to the GPU and cost a sync to read back.
-        batch = {"input_ids": ids, "labels": labels, "prompt_mask": prompt_mask, "n_tokens": n_real}
-        if packing:
-            batch["position_ids"] = positions
+        batch = {
+            "input_ids": _long_tensor(ids),
+            "labels": _long_tensor(labels),
+            "prompt_mask": _long_tensor(prompt_mask),
+            "n_tokens": n_real,
+        }
+        if packing:  # unpacked rows need no position ids: they count from 0 anyway
+            batch["position_ids"] = _long_tensor(positions)
         # No attention mask either way: padding is on the right, so under the causal mask no real token
         # ever attends to it, and positions count from 0 as they would with the mask. Padding positions
         # compute garbage that no loss term reads. Without a mask, attention takes its fused causal
@@ -640,25 +659,21 @@ class QATrainer(Trainer):
         if model.training and n_tokens is not None:
             self.tokens_seen += int(n_tokens)
         weight = self.prompt_loss_weight if model.training else 0.0
+        forward = {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs.get("attention_mask"),
+            "position_ids": inputs.get("position_ids"),
+            "use_cache": False,  # with a cache, transformers ignores packed position ids (attention leaks)
+        }
         if model.training and self._lm_head is not None:
             decoder, head_weight = self._lm_head
-            hidden = decoder(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs.get("attention_mask"),
-                position_ids=inputs.get("position_ids"),
-                use_cache=False,
-            ).last_hidden_state
+            hidden = decoder(**forward).last_hidden_state
             targets, weights = qa_loss_weights(inputs["input_ids"], labels, prompt_mask, weight)
             loss = linear_cross_entropy(
                 hidden.flatten(0, 1), head_weight, targets.flatten(), weights.flatten()
             )
             return (loss, None) if return_outputs else loss
-        outputs = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs.get("attention_mask"),
-            position_ids=inputs.get("position_ids"),
-            use_cache=False,  # with a cache, transformers ignores packed position ids (attention would leak)
-        )
+        outputs = model(**forward)
         loss = self._loss_fn(outputs.logits, inputs["input_ids"], labels, prompt_mask, weight)
         return (loss, outputs) if return_outputs else loss
 

@@ -337,4 +337,8 @@ def test_batched_token_ids_never_pad_and_take_empty_input() -> None:
     tokenizer.backend_tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=train.PAD_TOKEN)
     assert train.token_ids(tokenizer, texts) == one_by_one
     assert tokenizer.backend_tokenizer.padding is not None  # the caller's tokenizer is left as it was
+    # Nor truncated from the right (a prompt is cut from the left, by encode_examples).
+    truncating = train.train_tokenizer(texts * 4, vocab_size=300)
+    truncating.backend_tokenizer.enable_truncation(max_length=3)
+    assert train.token_ids(truncating, texts) == one_by_one
     assert train.token_ids(tokenizer, []) == [] and train.encode_examples(tokenizer, [], 64) == []
