@@ -75,8 +75,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> su
     return proc
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, check=check)
+def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, check=check, timeout=timeout)
 
 
 # A recipe-shaped pipeline whose stages are cheap: each reads its inputs and its params section,
