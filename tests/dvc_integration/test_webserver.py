@@ -75,7 +75,7 @@ def dagster_dev(fixture_repo, tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 600
         while True:
             try:
                 entries = graphql(port, LOCATIONS)["workspaceOrError"]["locationEntries"]
@@ -100,7 +100,7 @@ def dagster_dev(fixture_repo, tmp_path):
         log.close()
 
 
-def launch_and_wait(port: int, location: str, asset: str, timeout: float = 180) -> dict:
+def launch_and_wait(port: int, location: str, asset: str, timeout: float = 900) -> dict:
     params = {
         "selector": {
             "repositoryLocationName": location,

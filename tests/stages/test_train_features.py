@@ -48,7 +48,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(recipe: Path) -> None:
     cmd += ["--params", "params.yaml", "--data", "assets/deduped", "--out", "assets/student"]
 
     first = subprocess.Popen(cmd, cwd=recipe, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None:
         if any(train.last_checkpoint(d) for d in ckpts.glob("*")):
             break
