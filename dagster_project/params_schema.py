@@ -215,6 +215,7 @@ class DiversityParams(_Section):
     embedding: Literal["auto", "tfidf", "sentence-transformers"]
     embedding_model: str | None  # a sentence-transformers name/path; null: the bundled MiniLM if installed
     reference_texts: str | None  # human texts (JSONL field `text`, or one a line) for MAUVE; null: no MAUVE
+    label_column: str | None  # train.parquet column grouping texts for label-wise cosine; null: not computed
 
 
 class EvaluateParams(_Section):

@@ -42,6 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from dagster_project.metrics.diversity import (
     distinct_n,
     entity_entropy_of_texts,
+    labelwise_cosine,
     mauve,
     mean_pairwise_cosine,
     resolve_embedder,
@@ -59,6 +60,7 @@ from dagster_project.stages.report import (
     write_csv,
 )
 
+SELF_BLEU_MAX_N = 5  # self-BLEU-1..5, as SynthesizRR reports it
 BASELINE_DEFINITION = (
     "most frequent answer: the answer string that occurs most often in the training split "
     "(assets/deduped/train.parquet), predicted for every test question"
@@ -207,37 +209,52 @@ def diversity_figures(
     embedding_model: str | None,
     reference_texts: Sequence[str] | None,
     seed: int,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Diversity of the training texts: distinct-1/2, self-BLEU-4 (sampled), entity entropy, mean pairwise
-    cosine, and MAUVE against `reference_texts` (only when given). `backends` names what produced each."""
-    texts = [t for t in texts if t and t.strip()]
+    """Diversity of the training texts: distinct-1/2, self-BLEU-1..5 (sampled), entity entropy, mean
+    pairwise cosine, label-wise cosine (only when `labels`, one per text, are given) and MAUVE against
+    `reference_texts` (only when given). `backends` names what produced each figure."""
+    if labels is not None and len(labels) != len(texts):
+        raise ValueError(f"{len(texts)} texts for {len(labels)} labels")
+    kept = [i for i, t in enumerate(texts) if t and t.strip()]
+    texts = [texts[i] for i in kept]
+    labels = [labels[i] for i in kept] if labels is not None else None
     out: dict[str, Any] = {"n_texts": len(texts)}
     if len(texts) < 2:
         return out | {"note": "fewer than two texts: no diversity figures"}
     if len(texts) > max_texts:
         keep = sorted(random.Random(seed).sample(range(len(texts)), max_texts))
-        sample = [texts[i] for i in keep]
     else:
-        sample = list(texts)
+        keep = list(range(len(texts)))
+    sample = [texts[i] for i in keep]
     embedder = resolve_embedder(embedding_model, embedding)  # type: ignore[arg-type]
-    bleu = self_bleu(sample, max_n=4, max_hypotheses=min(500, len(sample)), seed=seed)
+    bleu = self_bleu(sample, max_n=SELF_BLEU_MAX_N, max_hypotheses=min(500, len(sample)), seed=seed)
     entities = entity_entropy_of_texts(texts)
     cosine = mean_pairwise_cosine(sample, embedder, max_texts=None, seed=seed)
+    bleu_backend = f"own NLTK-equivalent BLEU (smoothing method 1), {bleu.n_hypotheses} sampled hypotheses"
     out |= {
         "n_sampled": len(sample),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
-        "self_bleu_4": bleu.scores[4],
+        **{f"self_bleu_{n}": bleu.scores[n] for n in range(1, SELF_BLEU_MAX_N + 1)},
         "entity_entropy_bits": entities.entropy_bits,
         "n_entities_unique": entities.n_unique,
         "mean_pairwise_cosine": cosine.mean_cosine,
         "backends": {
             "distinct_n": "whole set, lowercase word tokens",
-            "self_bleu_4": f"own NLTK-equivalent BLEU, {bleu.n_hypotheses} sampled hypotheses (seed {seed})",
+            "self_bleu": f"{bleu_backend} (seed {seed})",
             "entity_entropy": entities.backend,
             "mean_pairwise_cosine": cosine.backend,
         },
     }
+    if labels is not None:
+        by_label = labelwise_cosine(sample, [labels[i] for i in keep], embedder, None, seed)
+        out["labelwise_cosine"] = by_label.mean
+        out["labelwise_cosine_per_label"] = {
+            label: {"mean_cosine": r.mean_cosine, "n_texts": r.n_texts}
+            for label, r in by_label.per_label.items()
+        }
+        out["backends"]["labelwise_cosine"] = by_label.backend
     if reference_texts:
         result = mauve(sample, list(reference_texts), embedder, seed=seed)
         out["mauve"] = result.mauve
@@ -476,7 +493,10 @@ def report_sections(
         rows = [
             ["distinct-1", div["distinct_1"], div["backends"]["distinct_n"]],
             ["distinct-2", div["distinct_2"], div["backends"]["distinct_n"]],
-            ["self-BLEU-4 (lower = more diverse)", div["self_bleu_4"], div["backends"]["self_bleu_4"]],
+            *[
+                [f"self-BLEU-{n} (lower = more diverse)", div[f"self_bleu_{n}"], div["backends"]["self_bleu"]]
+                for n in range(1, SELF_BLEU_MAX_N + 1)
+            ],
             ["entity entropy (bits)", div["entity_entropy_bits"], div["backends"]["entity_entropy"]],
             [
                 "mean pairwise cosine (lower = more diverse)",
@@ -484,6 +504,14 @@ def report_sections(
                 div["backends"]["mean_pairwise_cosine"],
             ],
         ]
+        if "labelwise_cosine" in div:
+            rows.append(
+                [
+                    "label-wise cosine (mean over labels)",
+                    div["labelwise_cosine"],
+                    div["backends"]["labelwise_cosine"],
+                ]
+            )
         if "mauve" in div:
             rows.append(["MAUVE vs reference", div["mauve"], div["backends"]["mauve"]])
         sections.append(
@@ -629,6 +657,7 @@ def main() -> None:
     div = params["diversity"]
     div_max, div_embedding = div["max_texts"], div["embedding"]
     div_model, div_reference = div["embedding_model"], div["reference_texts"]
+    div_label_column = div["label_column"]
 
     gold_rows = load_gold(gold_path)
     if not gold_rows:
@@ -636,6 +665,15 @@ def main() -> None:
     items = expand_items(gold_rows, task)
     train = pl.read_parquet(Path(args.data) / "train.parquet")
     baseline_answer = most_frequent_answer(train["answer"].to_list() if "answer" in train.columns else [])
+    div_labels = None  # checked before the model loads: a typo fails fast
+    if div_label_column is not None:
+        if div_label_column not in train.columns:
+            raise SystemExit(
+                f"error: evaluate.diversity.label_column is {div_label_column!r}, but "
+                f"{Path(args.data) / 'train.parquet'} has no such column "
+                f"(it has: {', '.join(train.columns)})."
+            )
+        div_labels = [str(v) for v in train[div_label_column].to_list()]
 
     model, tokenizer = load_student(args.student)
     prompt_format = PromptFormat.load(args.student)  # the format the student was trained in
@@ -658,7 +696,9 @@ def main() -> None:
     text_column = next((c for c in ("question", "text") if c in train.columns), None)
     texts = train[text_column].to_list() if text_column else []
     reference_texts = load_texts(div_reference) if div_reference else None
-    metrics["diversity"] = diversity_figures(texts, div_max, div_embedding, div_model, reference_texts, seed)
+    metrics["diversity"] = diversity_figures(
+        texts, div_max, div_embedding, div_model, reference_texts, seed, div_labels
+    )
 
     log_path = Path(args.student) / "train_log.json"
     loss_history = json.loads(log_path.read_text()).get("loss_history", []) if log_path.exists() else []

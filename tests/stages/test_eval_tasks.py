@@ -165,11 +165,31 @@ def test_diversity_figures_name_their_backends():
     assert out["backends"]["mean_pairwise_cosine"] == "tfidf"
     assert out["backends"]["entity_entropy"] == "capitalised-spans"
     assert "mauve" not in out
-    # distinct-1 over the whole set: 13 tokens ("?" counts), 9 distinct.
-    assert 0 < out["distinct_1"] <= 1 and 0 <= out["self_bleu_4"] <= 1
+    # distinct-1 over the whole set: 17 tokens ("?" counts), 11 distinct.
+    assert out["distinct_1"] == pytest.approx(11 / 17)
+    assert [n for n in range(1, 6) if 0 <= out[f"self_bleu_{n}"] <= 1] == [1, 2, 3, 4, 5]
+    assert out["self_bleu_1"] > out["self_bleu_5"]  # higher orders match less
+    assert "labelwise_cosine" not in out
     with_ref = evaluate.diversity_figures(texts, 10, "tfidf", None, ["Where is Oslo?", "Who built it?"], 0)
     assert 0.0 <= with_ref["mauve"] <= 1.0 and "tfidf" in with_ref["backends"]["mauve"]
     assert evaluate.diversity_figures(["only one"], 10, "tfidf", None, None, 0)["n_texts"] == 1
+
+
+def test_diversity_figures_label_wise() -> None:
+    texts = ["great film, loved it", "great film, loved the cast", "awful book", "dull awful book"]
+    labels = ["pos", "pos", "neg", "neg"]
+    out = evaluate.diversity_figures(texts, 10, "tfidf", None, None, 0, labels)
+    per_label = out["labelwise_cosine_per_label"]
+    assert {k: v["n_texts"] for k, v in per_label.items()} == {"neg": 2, "pos": 2}
+    means = [per_label[label]["mean_cosine"] for label in ("neg", "pos")]
+    assert out["labelwise_cosine"] == pytest.approx(sum(means) / 2)
+    # Texts that share a label are closer than the set as a whole.
+    assert out["labelwise_cosine"] > out["mean_pairwise_cosine"]
+    assert out["backends"]["labelwise_cosine"] == "tfidf"
+    blank = evaluate.diversity_figures(["", *texts], 10, "tfidf", None, None, 0, ["x", *labels])
+    assert blank["labelwise_cosine"] == pytest.approx(out["labelwise_cosine"])  # blank texts drop their label
+    with pytest.raises(ValueError, match="4 texts for 3 labels"):
+        evaluate.diversity_figures(texts, 10, "tfidf", None, None, 0, labels[:3])
 
 
 def test_svg_charts_and_html():

@@ -43,7 +43,13 @@ TINY_EVALUATE = {
     "judge_prompt": "prompts/judge_success.yaml",
     "bootstrap_resamples": 200,
     "seed": 0,
-    "diversity": {"max_texts": 50, "embedding": "tfidf", "embedding_model": None, "reference_texts": None},
+    "diversity": {
+        "max_texts": 50,
+        "embedding": "tfidf",
+        "embedding_model": None,
+        "reference_texts": None,
+        "label_column": None,
+    },
 }
 
 
@@ -173,6 +179,20 @@ def test_train_then_evaluate(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert len(lines) >= 2, name
     assert (out / "plots/headline.csv").read_text().splitlines()[0] == "metric,system,value"
     shutil.rmtree(recipe / "assets" / "student")
+
+
+def test_a_missing_label_column_fails_before_the_model_loads(
+    recipe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = yaml.safe_load((recipe / "params.yaml").read_text())
+    params["evaluate"]["diversity"]["label_column"] = "label"
+    (recipe / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    argv = ["--params", "params.yaml", "--student", "nowhere", "--data", "assets/deduped", "--out", "r"]
+    with pytest.raises(SystemExit) as exc:
+        _run_stage(evaluate, argv, monkeypatch)
+    message = str(exc.value)
+    assert "label_column is 'label'" in message and "passage_id" in message and "question" in message
+    assert not (recipe / "r").exists()
 
 
 def test_training_is_deterministic(recipe: Path) -> None:
