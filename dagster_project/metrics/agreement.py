@@ -13,7 +13,8 @@ What each figure means and where its definition comes from:
   each item's gold is its raters' most frequent label; a tie is broken by the stated rule
   `tie_break="first_label"` (the tied label that comes first in `labels`) or the item is dropped
   (`tie_break="drop"`, counted in `n_dropped`). Reported with a confusion matrix (rows rater majority,
-  columns judge), a bootstrap interval, per-rater kappa and the raters' own Fleiss kappa.
+  columns judge), a bootstrap interval, per-rater kappa and the raters' own Fleiss kappa (with its own
+  bootstrap interval over items).
 - Bootstrap interval: percentile bootstrap (Efron) resampling items with replacement, `n_resamples`
   resamples from `numpy.random.default_rng(seed)`, bounds at the (1 - c)/2 and (1 + c)/2 percentiles
   (numpy's linear interpolation). Deterministic given the seed. Resamples where the statistic is
@@ -228,7 +229,8 @@ class JudgeAgreement:
     """Judge vs rater-majority agreement on the items that have both (see the module docstring).
 
     `confusion` has rows = rater majority, columns = judge. `per_rater_kappa[r]` is the judge vs rater r
-    on the items both labelled. `raters_fleiss_kappa` is None when items carry differing rating counts.
+    on the items both labelled. `raters_fleiss_kappa` (and its bootstrap interval over items,
+    `raters_fleiss_ci`) is None when items carry differing rating counts.
     """
 
     labels: list[Any]
@@ -240,6 +242,7 @@ class JudgeAgreement:
     confusion: ConfusionMatrix
     per_rater_kappa: list[float]
     raters_fleiss_kappa: float | None
+    raters_fleiss_ci: BootstrapCI | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -285,7 +288,8 @@ def judge_vs_majority(
         ]
         per_rater.append(cohen_kappa([a for a, _ in both], [b for _, b in both]) if both else float("nan"))
     try:
-        fleiss: float | None = fleiss_kappa(ratings_to_counts(ratings, labels)[1])
+        counts = ratings_to_counts(ratings, labels)[1]
+        fleiss: BootstrapCI | None = bootstrap_ci(counts, fleiss_kappa, n_resamples, confidence, seed)
     except ValueError:
         fleiss = None
     return JudgeAgreement(
@@ -297,7 +301,8 @@ def judge_vs_majority(
         percent_agreement=sum(m == j for m, j in pairs) / len(pairs),
         confusion=confusion_matrix(majority, verdicts, labels, with_invalid=False),
         per_rater_kappa=per_rater,
-        raters_fleiss_kappa=fleiss,
+        raters_fleiss_kappa=None if fleiss is None else fleiss.estimate,
+        raters_fleiss_ci=fleiss,
     )
 
 

@@ -12,8 +12,9 @@ Inputs (JSON lines):
 
 Writes `calibration.json` and `calibration.md` (with the confusion matrix as an embedded SVG) into
 `--out`: Cohen's kappa of the judge vs the rater majority with a 95% percentile-bootstrap interval,
-percent agreement, per-rater kappa, Fleiss' kappa among the raters, the confusion matrix (rows rater
-majority, columns judge) and, with `--pairwise`, position-swap consistency. Definitions:
+percent agreement, per-rater kappa, Fleiss' kappa among the raters (with the same kind of interval),
+the confusion matrix (rows rater majority, columns judge) and, with `--pairwise`, position-swap
+consistency. Definitions:
 `dagster_project.metrics.agreement` (the Reflections paper reports judge vs majority of three raters,
 kappa 0.66).
 """
@@ -112,6 +113,10 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def _interval(ci: Mapping[str, Any] | None) -> str:
+    return "n/a" if ci is None else f"[{_f(ci['low'])}, {_f(ci['high'])}]"
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     k = result["kappa"]
     cm = result["confusion"]
@@ -124,9 +129,10 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             ["figure", "value"],
             [
                 ["Cohen's kappa, judge vs rater majority", _f(k["estimate"])],
-                [f"{int(k['confidence'] * 100)}% bootstrap interval", f"[{_f(k['low'])}, {_f(k['high'])}]"],
+                [f"{int(k['confidence'] * 100)}% bootstrap interval", _interval(k)],
                 ["percent agreement", _f(result["percent_agreement"])],
                 ["Fleiss' kappa among raters", _f(result["raters_fleiss_kappa"])],
+                [f"{int(k['confidence'] * 100)}% bootstrap interval", _interval(result["raters_fleiss_ci"])],
             ]
             + [[f"kappa, judge vs {name}", _f(v)] for name, v in result["per_rater_kappa"].items()],
         ),

@@ -132,7 +132,7 @@ def test_judge_vs_majority() -> None:
     # p_o = 3/5; majority bad 3/5, ok 2/5; judge bad 1/5, ok 4/5; p_e = 3/25 + 8/25 = 11/25
     assert res.kappa.estimate == pytest.approx((3 / 5 - 11 / 25) / (1 - 11 / 25))
     assert len(res.per_rater_kappa) == 3
-    assert res.raters_fleiss_kappa is None  # item 4 has two ratings only
+    assert res.raters_fleiss_kappa is None and res.raters_fleiss_ci is None  # item 4 has two ratings only
     dropped = judge_vs_majority(judge, ratings, ["bad", "ok"], tie_break="drop", n_resamples=50)
     assert (dropped.n_items, dropped.n_dropped) == (4, 2)
     assert dropped.to_dict()["kappa"]["estimate"] == pytest.approx(dropped.kappa.estimate)

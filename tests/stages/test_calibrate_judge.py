@@ -55,6 +55,9 @@ def test_cli_writes_json_and_markdown(tmp_path):
     assert result["confusion"]["counts"] == [[2, 1], [1, 2]]
     # Fleiss: P_bar = (1 + 1/3 + 1 + 1/3 + 1/3 + 1) / 6 = 2/3; p_yes = 10/18; P_e = 41/81; kappa = 13/40.
     assert result["raters_fleiss_kappa"] == pytest.approx(13 / 40)
+    fleiss_ci = result["raters_fleiss_ci"]
+    assert fleiss_ci["estimate"] == pytest.approx(13 / 40) and fleiss_ci["n_resamples"] == 200
+    assert fleiss_ci["low"] < 13 / 40 < fleiss_ci["high"] <= 1.0
     # rater r0 [y y n n y y] vs judge [y y n y n n]: p_o = 1/2, p_e = 4/6*3/6 + 2/6*3/6 = 1/2 -> 0.
     assert result["per_rater_kappa"]["r0"] == pytest.approx(0.0)
     swap = result["swap_consistency"]
@@ -62,7 +65,8 @@ def test_cli_writes_json_and_markdown(tmp_path):
     assert swap["first_position_rate"] == pytest.approx(4 / 6) and swap["n_inconsistent_first"] == 1
     md = (out / "calibration.md").read_text()
     assert "Cohen's kappa, judge vs rater majority | 0.333" in md
-    assert "Fleiss' kappa among raters | 0.325" in md and "data:image/svg+xml;base64," in md
+    assert f"Fleiss' kappa among raters | 0.325 |\n| 95% bootstrap interval | [{fleiss_ci['low']:.3f}, " in md
+    assert "data:image/svg+xml;base64," in md
     assert "Position-swap consistency" in md
 
 
