@@ -53,6 +53,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from dagster_project.stages import fast_kernels
@@ -610,6 +611,17 @@ class _Curves(TrainerCallback):
             self.live.end()
 
 
+class _ProgressBar(ProgressCallback):
+    """The Trainer's progress bar (steps, elapsed, ETA) with the latest tokens/s and loss beside it."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
+        super().on_log(args, state, control, logs=logs, **kwargs)
+        if self.training_bar is not None and logs and "tokens_per_s" in logs:
+            self.training_bar.set_postfix(
+                {"tokens/s": f"{logs['tokens_per_s']:,.0f}", "loss": f"{logs['loss']:.4g}"}, refresh=False
+            )
+
+
 class QATrainer(Trainer):
     """A `Trainer` whose loss is the completion loss plus `prompt_loss_weight` x the prompt loss.
 
@@ -619,7 +631,8 @@ class QATrainer(Trainer):
     second occurrence needs the same copy circuit (induction heads) that extracting an answer needs.
     (Measured on look-alike data, 600 steps: weight 1.0 gave val answer loss 2.94, weight 0.1 gave
     4.01.) Set it to 0 for the classic answer-only loss, e.g. when fine-tuning a pretrained model.
-    Evaluation (val loss) uses the completion loss alone. Logs tokens/s (real tokens, no padding).
+    Evaluation (val loss) uses the completion loss alone. Logs tokens/s (real tokens, no padding), also
+    beside the progress bar's ETA.
     """
 
     def __init__(
@@ -631,6 +644,8 @@ class QATrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_ProgressBar)
         # With `fused_lm_head` (the stage sets it for a single CPU process), training steps run the
         # model's decoder and then the output projection fused with the loss (fast_kernels.py), when
         # the architecture allows it; evaluation always goes through the model's own logits.

@@ -2,6 +2,7 @@
 LoRA on a local pretrained model, and the validation of the new params."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -222,6 +223,33 @@ def test_early_stopping_on_val_loss_and_dvclive_curves(recipe: Path) -> None:
         assert (curves / "plots/metrics" / name).exists(), name
     assert json.loads((curves / "metrics.json").read_text())["train"]["loss"] > 0
     assert not list((recipe / ".cache/train-checkpoints").glob("*"))  # cleaned up
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "linear"])
+def test_schedule_with_warmup_and_a_progress_bar_with_tokens_per_s(
+    recipe: Path, scheduler: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    params = dict(TINY_TRAIN, epochs=5, lr_scheduler=scheduler, warmup_ratio=0.1, save_steps=0)
+    log = train.train_student(_train_rows(recipe), [], params, recipe / "out")
+    total = log["planned_steps"]
+    warmup = math.ceil(0.1 * total)
+    assert (total, warmup) == (30, 3)  # 24 rows / batch 4 = 6 steps an epoch, 5 epochs
+
+    def expected(step: int) -> float:  # the learning rate optimizer step `step` (1-based) trained with
+        done = step - 1
+        if done < warmup:
+            return done / warmup
+        progress = (done - warmup) / (total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1 - progress
+
+    logged = [(h["step"], h["learning_rate"]) for h in log["loss_history"]]
+    assert [s for s, _ in logged] == list(range(1, total + 1))  # under 50 steps, every step is logged
+    for step, lr in logged:
+        assert lr == pytest.approx(TINY_TRAIN["learning_rate"] * expected(step), abs=1e-9), step
+    # The bar (stderr) shows steps and ETA, and the latest tokens/s and loss beside them.
+    frames = capfd.readouterr().err.split("\r")
+    last = [f for f in frames if f"{total}/{total} [" in f][-1]  # e.g. 30/30 [00:01<00:00, ..., tokens/s=...]
+    assert "<00:00" in last and "tokens/s=" in last and "loss=" in last
 
 
 # --- a local pretrained model, LoRA -----------------------------------------------------------------
