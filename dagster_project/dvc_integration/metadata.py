@@ -1,11 +1,13 @@
 """Generic asset metadata read from a stage's output files: row counts, a preview, key numbers.
 
 It knows file formats, not domains: every parquet file gets a row count, the first one (or the one
-`meta.dagster.preview` names) a preview table, and numbers in metrics.json / stats.json / report.json
-are shown as they are.
+`meta.dagster.preview` names) a preview table, numbers in metrics.json / stats.json / report.json
+are shown as they are, and step curves (a TSV/CSV with a `step` column and one value column, as dvclive
+writes them for `dvc plots`) are drawn as one table of sparklines.
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ SUMMARY_FILES = ("metrics.json", "stats.json", "report.json")
 MAX_NUMBERS = 24
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 80
+MAX_CURVES = 12
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 40
 
 
 def _files(root: Path, outs: tuple[str, ...]) -> list[Path]:
@@ -57,6 +62,69 @@ def _preview_markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
+def read_curve(path: Path) -> tuple[str, list[int], list[float]] | None:
+    """(value column, steps, values) of a step curve file, or None when the file is not one: a header
+    with `step` and exactly one other column besides dvclive's `timestamp`, numeric rows."""
+    sep = "\t" if path.suffix == ".tsv" else ","
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines:
+        return None
+    header = lines[0].split(sep)
+    value_columns = [c for c in header if c not in ("step", "timestamp")]
+    if "step" not in header or len(value_columns) != 1:
+        return None
+    step_at, value_at = header.index("step"), header.index(value_columns[0])
+    steps, values = [], []
+    for line in lines[1:]:
+        cells = line.split(sep)
+        try:
+            steps.append(int(float(cells[step_at])))
+            values.append(float(cells[value_at]))
+        except (IndexError, ValueError):
+            return None
+    return (value_columns[0], steps, values) if steps else None
+
+
+def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """The curve in `width` block characters (each the mean of its share of the points), low to high."""
+    if len(values) > width:
+        edges = [round(i * len(values) / width) for i in range(width + 1)]
+        values = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    span = (high - low) or 1.0
+    return "".join(
+        SPARK[min(len(SPARK) - 1, int((v - low) / span * len(SPARK)))] if math.isfinite(v) else " "
+        for v in values
+    )
+
+
+def _curves_markdown(root: Path, files: list[Path]) -> str | None:
+    rows = []
+    for f in files:
+        if f.suffix not in (".tsv", ".csv") or len(rows) == MAX_CURVES:
+            continue
+        curve = read_curve(f)
+        if curve is None:
+            continue
+        _, steps, values = curve
+        best = min((i for i, v in enumerate(values) if math.isfinite(v)), key=values.__getitem__, default=0)
+        name = str(f.relative_to(root)).replace("|", "\\|")
+        rows.append(
+            f"| `{name}` | {len(values)} | {values[0]:.4g} | {values[-1]:.4g} | "
+            f"{values[best]:.4g} (step {steps[best]}) | `{sparkline(values)}` |"
+        )
+    if not rows:
+        return None
+    head = ["| curve | points | first | last | min | shape |", "|---|---|---|---|---|---|"]
+    return "\n".join(head + rows)
+
+
 def output_metadata(root: Path, outs: tuple[str, ...], preview: str | None = None) -> dict[str, Any]:
     """Metadata for the files a stage wrote under `outs` (paths relative to `root`)."""
     import pyarrow.parquet as pq
@@ -82,5 +150,8 @@ def output_metadata(root: Path, outs: tuple[str, ...], preview: str | None = Non
     for k in sorted(numbers, key=lambda k: (k.count("."), k))[:MAX_NUMBERS]:
         v = numbers[k]
         meta[k] = dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v))
+    curves = _curves_markdown(root, files)
+    if curves is not None:
+        meta["curves"] = dg.MetadataValue.md(curves)
     meta["size_bytes"] = dg.MetadataValue.int(sum(f.stat().st_size for f in files))
     return meta

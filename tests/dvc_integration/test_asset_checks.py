@@ -145,3 +145,26 @@ def test_headline_numbers_come_first_in_metadata(tmp_path):
     meta = output_metadata(tmp_path, ("out",))
     assert meta["metrics/student.token_f1"].value == 0.5
     assert meta["metrics/baseline.token_f1"].value == 0.1 and meta["metrics/n_test"].value == 3
+
+
+def test_step_curves_become_a_table_of_sparklines(tmp_path):
+    from dagster_project.dvc_integration.metadata import output_metadata, read_curve, sparkline
+
+    curves = tmp_path / "out/dvclive/plots/metrics/train"
+    curves.mkdir(parents=True)
+    loss = [4.0, 3.0, 2.5, 2.0, 1.0, 1.5]
+    (curves / "loss.tsv").write_text(
+        "timestamp\tstep\tloss\n" + "".join(f"17000{i}\t{i + 1}\t{v}\n" for i, v in enumerate(loss))
+    )
+    (tmp_path / "out/headline.csv").write_text("metric,system,value\nf1,student,0.5\n")  # not a curve
+    (tmp_path / "out/torn.tsv").write_text("step\tloss\n1\t2.0\n2\t")  # a torn row: not shown
+    assert read_curve(curves / "loss.tsv") == ("loss", [1, 2, 3, 4, 5, 6], loss)
+    assert read_curve(tmp_path / "out/headline.csv") is None and read_curve(tmp_path / "out/torn.tsv") is None
+    # Lowest value -> lowest block, highest -> highest; 4.0..1.0 in 8 levels.
+    assert sparkline(loss) == "█▆▅▃▁▂"
+    assert sparkline([float(i) for i in range(400)], width=40) == "".join(c * 5 for c in "▁▂▃▄▅▆▇█")
+    table = output_metadata(tmp_path, ("out",))["curves"].value
+    assert table.splitlines()[2] == (
+        "| `out/dvclive/plots/metrics/train/loss.tsv` | 6 | 4 | 1.5 | 1 (step 5) | `█▆▅▃▁▂` |"
+    )
+    assert len(table.splitlines()) == 3
