@@ -56,6 +56,30 @@ def system_chromium() -> str:
     return chromium
 
 
+def render_report_page(page_path: Path, screenshot: Path) -> dict:
+    """Open a report.html in headless Chromium; return its charts' boxes, the bar and matrix-cell counts
+    and the body text, after saving a full-page screenshot to `screenshot`."""
+    chromium = system_chromium()
+    from playwright.sync_api import sync_playwright
+
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(page_path.as_uri(), wait_until="load")
+            seen = {
+                "boxes": [svg.bounding_box() for svg in page.locator("svg.chart").all()],
+                "bars": page.locator("svg.chart rect.bar").count(),
+                "cells": page.locator("svg.chart rect.cell").count(),
+                "text": page.inner_text("body"),
+            }
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")

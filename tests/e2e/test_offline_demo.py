@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO_ROOT, dvc, run
+from helpers import ARTIFACTS, REPO_ROOT, dvc, render_report_page, run
 
 pytestmark = pytest.mark.slow
 
@@ -116,6 +116,23 @@ def test_student_beats_the_trivial_baseline(demo):
     assert metrics["student"]["token_f1"] > metrics["baseline"]["token_f1"]
     assert metrics["student"]["exact_match"] >= metrics["baseline"]["exact_match"]
     assert "baseline" in (root / "assets/eval_report/report.md").read_text().lower()
+
+
+def test_the_demo_report_renders_in_a_browser(demo):
+    """The pipeline's own report.html (not a fixture): every chart drawn, screenshot in test-artifacts."""
+    root, _, _ = demo
+    metrics = json.loads((root / "assets/eval_report/metrics.json").read_text())
+    breakdown = json.loads((root / "assets/eval_report/breakdown.json").read_text())
+    seen = render_report_page(root / "assets/eval_report/report.html", ARTIFACTS / "demo_report.png")
+    # headline bars, per-category bars, training loss (a QA task has no confusion matrix)
+    assert len(seen["boxes"]) == 3, seen["boxes"]
+    assert all(b is not None and b["width"] > 100 and b["height"] > 100 for b in seen["boxes"])
+    n_systems, n_categories = 2, len(breakdown["per_category"])
+    assert seen["bars"] == n_systems * 2 + n_systems * n_categories  # 2 headline metrics (EM, F1)
+    for heading in ("Headline", "Per category", "10 best", "10 worst", "Training loss", "self-BLEU-5"):
+        assert heading in seen["text"], heading
+    assert f"{metrics['student']['token_f1']:.3f}" in seen["text"]
+    assert (ARTIFACTS / "demo_report.png").stat().st_size > 10_000
 
 
 def test_each_stage_reads_exactly_the_params_it_declares(demo):

@@ -1,7 +1,7 @@
 """report.html renders in a real browser: headless Chromium (Debian's system binary) opens a report built from
 a small fixture, every chart has a non-zero size, and a screenshot lands in test-artifacts/report.png."""
 
-from helpers import ARTIFACTS, CHROMIUM_ARGS, system_chromium
+from helpers import ARTIFACTS, render_report_page
 
 from dagster_project.stages import evaluate
 from dagster_project.stages.eval_tasks import expand_items
@@ -33,29 +33,15 @@ def _fixture_report() -> str:
 
 
 def test_report_html_renders_its_charts(tmp_path):
-    chromium = system_chromium()
-    from playwright.sync_api import sync_playwright
-
     page_path = tmp_path / "report.html"
     page_path.write_text(_fixture_report(), encoding="utf-8")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(page_path.as_uri(), wait_until="load")
-            boxes = [svg.bounding_box() for svg in page.locator("svg.chart").all()]
-            bars = page.locator("svg.chart rect.bar").count()
-            cells = page.locator("svg.chart rect.cell").count()
-            text = page.inner_text("body")
-            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    seen = render_report_page(page_path, ARTIFACTS / "report.png")
+    boxes = seen["boxes"]
     # headline bars, per-category bars, a confusion matrix per system (student, baseline), training loss
     assert len(boxes) == 5, boxes
     assert all(b is not None and b["width"] > 100 and b["height"] > 100 for b in boxes), boxes
-    assert bars == 2 * 2 + 2 * 2  # 2 systems x 2 headline metrics + 2 systems x 2 categories
-    assert cells == 2 * 3 * 4  # 2 systems x 3 gold labels x (3 labels + <invalid>)
+    assert seen["bars"] == 2 * 2 + 2 * 2  # 2 systems x 2 headline metrics + 2 systems x 2 categories
+    assert seen["cells"] == 2 * 3 * 4  # 2 systems x 3 gold labels x (3 labels + <invalid>)
     for heading in ("Headline", "Per category", "Confusion matrix (student)", "Training loss", "Diversity"):
-        assert heading in text
+        assert heading in seen["text"]
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
