@@ -115,7 +115,10 @@ def score_classification(
 def score_free_text(
     verdicts: Sequence[bool | None], n_resamples: int = 1000, seed: int = 0
 ) -> tuple[dict[str, Any], list[float]]:
-    """Success rate of judge verdicts with a 95% bootstrap interval; None = the judge gave no verdict."""
+    """Success rate of judge verdicts with a 95% bootstrap interval; None = the judge gave no verdict.
+
+    Per item: 1.0 / 0.0, and NaN for an unjudged answer, which the headline rate, the per-category means
+    and the best/worst lists all leave out (it is counted in `n_unjudged`)."""
     judged = [v for v in verdicts if v is not None]
     if not judged:
         summary: dict[str, Any] = {"success_rate": float("nan"), "success_ci_low": float("nan")}
@@ -124,7 +127,7 @@ def score_free_text(
         ci = success_rate(judged, n_resamples=n_resamples, seed=seed)
         summary = {"success_rate": ci.estimate, "success_ci_low": ci.low, "success_ci_high": ci.high}
     summary["n_unjudged"] = len(verdicts) - len(judged)
-    return summary, [float(bool(v)) for v in verdicts]
+    return summary, [float("nan") if v is None else float(v) for v in verdicts]
 
 
 def summarize(

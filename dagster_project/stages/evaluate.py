@@ -27,6 +27,7 @@ same items through the teacher engine (cached) with `evaluate.reference_prompt`.
 """
 
 import json
+import math
 import os
 import random
 from collections import Counter
@@ -280,16 +281,22 @@ def load_texts(path: str | Path) -> list[str]:
 def per_category(
     items: Sequence[Mapping[str, Any]], scores: Mapping[str, Sequence[Mapping[str, Any]]]
 ) -> dict[str, Any]:
-    """Mean of every numeric per-item figure (but `score`) per category and system, with the count n."""
+    """Mean of every numeric per-item figure (but `score`) per category and system, with the count n.
+    NaN figures (an answer the judge left unlabelled) are left out of the mean (NaN when all are)."""
     out: dict[str, Any] = {}
     for category in sorted({it["category"] for it in items}):
         idx = [i for i, it in enumerate(items) if it["category"] == category]
         entry: dict[str, Any] = {"n": len(idx)}
         for system, per_item in scores.items():
             keys = [k for k, v in per_item[idx[0]].items() if k != "score" and isinstance(v, int | float)]
-            entry[system] = {k: sum(per_item[i][k] for i in idx) / len(idx) for k in keys}
+            entry[system] = {k: _finite_mean([per_item[i][k] for i in idx]) for k in keys}
         out[category] = entry
     return out
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
 
 
 def score_systems(
@@ -532,7 +539,7 @@ def report_sections(
     columns = [
         c for c in ["id", "category", "question", "answer", "prediction", "score"] if c in table.columns
     ]
-    ranked = table.with_row_index("_i")
+    ranked = table.with_row_index("_i").filter(~pl.col("score").is_nan())  # unjudged answers are not ranked
     best = ranked.sort(["score", "_i"], descending=[True, False]).head(10)
     worst = ranked.sort(["score", "_i"], descending=[False, False]).head(10)
     for title, frame in (("10 best student answers", best), ("10 worst student answers", worst)):

@@ -70,8 +70,28 @@ def test_free_text_success_rate_with_interval():
     assert summary["success_rate"] == pytest.approx(2 / 3)
     assert summary["n_unjudged"] == 1
     assert 0.0 <= summary["success_ci_low"] <= 2 / 3 <= summary["success_ci_high"] <= 1.0
-    assert per_item == [1.0, 1.0, 0.0, 0.0]
+    assert per_item[:3] == [1.0, 1.0, 0.0] and math.isnan(per_item[3])  # unjudged: not a failure
     assert math.isnan(score_free_text([None])[0]["success_rate"])
+
+
+def test_unjudged_answers_are_left_out_of_categories_and_rankings():
+    rows = [{"id": str(i), "context": "c", "question": f"q{i}", "answer": "a", "category": c}
+            for i, c in enumerate(["x", "x", "x", "y"])]  # fmt: skip
+    items = expand_items(rows, "free_text")
+    verdicts = {"good": True, "bad": False, "odd": None}
+    metrics, table = evaluate.score_systems(
+        "free_text", items, {"student": ["good", "bad", "odd", "odd"], "baseline": ["bad"] * 4},
+        judge=lambda its, preds: [verdicts[p] for p in preds], n_resamples=100,
+    )  # fmt: skip
+    assert metrics["student"]["success_rate"] == 0.5 and metrics["student"]["n_unjudged"] == 2
+    # Category x: 1 success, 1 failure, 1 unjudged -> 0.5 like the headline (not 1/3); y: nothing judged.
+    assert metrics["per_category"]["x"]["student"]["success_rate"] == 0.5
+    assert math.isnan(metrics["per_category"]["y"]["student"]["success_rate"])
+    sections = evaluate.report_sections(metrics | {"gold_test": "g", "baseline_definition": "b",
+                                                   "baseline_answer": "bad"}, table, "s", [])  # fmt: skip
+    ranked = {s["title"]: s["blocks"][0][2] for s in sections if s["title"].startswith("10 ")}
+    assert [r[0] for r in ranked["10 best student answers"]] == ["0", "1"]
+    assert [r[0] for r in ranked["10 worst student answers"]] == ["1", "0"]
 
 
 def test_free_text_needs_a_judge_and_uses_it():
