@@ -135,6 +135,31 @@ def test_the_demo_report_renders_in_a_browser(demo):
     assert (ARTIFACTS / "demo_report.png").stat().st_size > 10_000
 
 
+def test_dvc_plots_metrics_and_dagster_curves_read_the_outputs(demo):
+    """`dvc plots show` draws every declared plot (report charts and dvclive curves) from real data,
+    `dvc metrics show` reads the headline, and the student's Dagster metadata draws the curves."""
+    from dagster_project.dvc_integration.metadata import output_metadata
+
+    root, _, _ = demo
+    plots = json.loads(dvc("plots", "show", "--json", cwd=root).stdout)["data"]
+    curves = [f"assets/student/dvclive/plots/metrics/{c}.tsv" for c in
+              ("train/loss", "train/learning_rate", "train/tokens_per_s", "eval/loss")]  # fmt: skip
+    charts = [f"assets/eval_report/plots/{c}.csv" for c in
+              ("headline", "per_category", "confusion", "train_loss")]  # fmt: skip
+    assert set(plots) == set(curves + charts)
+    for name, (plot,) in plots.items():
+        assert plot["type"] == "vega" and plot["content"]["data"]["values"], name
+    train_points = len(plots[curves[0]][0]["content"]["data"]["values"])
+    assert train_points > 10
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=root).stdout)
+    headline = shown[""]["data"]["assets/eval_report/metrics.json"]["data"]
+    assert headline["student"]["token_f1"] > headline["baseline"]["token_f1"]
+    table = output_metadata(root, ("assets/student",))["curves"].value
+    for curve in curves:
+        assert f"`{curve}` |" in table, curve
+    assert f"`{curves[0]}` | {train_points} |" in table
+
+
 def test_each_stage_reads_exactly_the_params_it_declares(demo):
     root, access_log, _ = demo
     declared = {
