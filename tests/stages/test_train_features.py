@@ -333,15 +333,23 @@ def test_compile_blocks_compiles_each_block_in_place() -> None:
 # --- several processes (DDP) ---------------------------------------------------------------------------
 
 
-def test_two_process_ddp_training_on_cpu_writes_one_checkpoint(recipe: Path) -> None:
-    """The N-GPU path (`torchrun -m dagster_project.stages.train`), run as 2 CPU processes over gloo: both
-    ranks train in step, only rank 0 writes the output, and the log counts the world size."""
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_process_ddp_training_on_cpu_writes_one_checkpoint(recipe: Path, launcher: str) -> None:
+    """The N-GPU path (`torchrun -m dagster_project.stages.train`, or `accelerate launch -m ...`), run as
+    2 CPU processes over gloo: both ranks train in step, only rank 0 writes the output, and the log counts
+    the world size."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+        cmd += ["--master-port", str(port)]
+    else:  # accelerate's multi-process launcher; its processes train over gloo here (`--cpu` starts one)
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        cmd += ["--main_process_port", str(port)]
     cmd += ["-m", "dagster_project.stages.train", "--params", "params.yaml"]
     cmd += ["--data", "assets/deduped", "--out", "assets/student"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
