@@ -129,19 +129,23 @@ def encode_examples(
         return []
     texts = [prompt_format.prompt(r, tokenizer) for r in rows] + [prompt_format.completion(r) for r in rows]
     ids = token_ids(tokenizer, texts)
-    examples = []
-    for prompt, completion in zip(ids[: len(rows)], ids[len(rows) :], strict=True):
-        completion = (completion + [tokenizer.eos_token_id])[: max_length // 2]
-        prompt = prompt[-(max_length - len(completion)) :]
-        examples.append(
-            {
-                "input_ids": prompt + completion,
-                "labels": [IGNORE_INDEX] * len(prompt) + completion,
-                "n_prompt": len(prompt),
-                "truncated": len(prompt) + len(completion) >= max_length,
-            }
-        )
-    return examples
+    return [
+        assemble_example(prompt, completion, tokenizer.eos_token_id, max_length)
+        for prompt, completion in zip(ids[: len(rows)], ids[len(rows) :], strict=True)
+    ]
+
+
+def assemble_example(prompt: list[int], completion: list[int], eos_id: int, max_length: int) -> dict:
+    """One example from the token ids of its prompt and completion: eos after the completion, which
+    keeps at most half of `max_length`; the prompt loses its start if the whole is too long."""
+    completion = (completion + [eos_id])[: max_length // 2]
+    prompt = prompt[-(max_length - len(completion)) :]
+    return {
+        "input_ids": prompt + completion,
+        "labels": [IGNORE_INDEX] * len(prompt) + completion,
+        "n_prompt": len(prompt),
+        "truncated": len(prompt) + len(completion) >= max_length,
+    }
 
 
 def encode_example(
@@ -213,6 +217,93 @@ def novel_answer(answer: str, rng: random.Random, names: Sequence[str], lower: S
     return _LOWER_WORD.sub(word, out)
 
 
+SWAP_MARK = "\ue000"  # a private-use character: where an answer goes in a swap plan's texts
+_Pieces = tuple[list[list[int]], list[str]]  # token ids between the answer's places, and each place's lead
+
+
+class SwapPlan:
+    """An example's prompt and completion as token ids around its answer's places, so an answer swap
+    encodes only the new answer, not the whole example again (on CPU that re-encoding was ~8% of a
+    training step: a tokenizer call right after the model's kernels have flushed its caches).
+
+    A text is `ids[0] + enc(leads[0] + answer) + ids[1] + ...`. A space before an answer moves into its
+    lead, because byte-level BPE glues a space to the word after it. `plan_swaps` makes a plan only
+    where joining gives exactly the ids of encoding the text whole, checked on the example's own answer;
+    a new answer has the same shape (`novel_answer`), so the same pre-token boundaries.
+    """
+
+    __slots__ = ("prompt", "completion")
+
+    def __init__(self, prompt: _Pieces, completion: _Pieces) -> None:
+        self.prompt, self.completion = prompt, completion
+
+    def leads(self) -> set[str]:
+        return set(self.prompt[1]) | set(self.completion[1])
+
+    @staticmethod
+    def join(text: _Pieces, answer_ids: Mapping[str, list[int]]) -> list[int]:
+        """The ids of `text` with the answer whose ids after each lead are `answer_ids[lead]`."""
+        pieces, leads = text
+        ids = list(pieces[0])
+        for lead, piece in zip(leads, pieces[1:], strict=True):
+            ids += answer_ids[lead]
+            ids += piece
+        return ids
+
+
+def _split_at_marks(text: str) -> tuple[list[str], list[str]] | None:
+    """(pieces, leads) of a text around its SWAP_MARKs, or None where a mark touches a letter, digit or
+    apostrophe (a pre-token could then span the answer's edge, e.g. the contraction "'s")."""
+    parts = text.split(SWAP_MARK)
+    leads = []
+    for k in range(len(parts) - 1):
+        lead = " " if parts[k].endswith(" ") else ""
+        parts[k] = parts[k][: len(parts[k]) - len(lead)]
+        before = "" if lead else parts[k][-1:]  # a lead space stands between the answer and the text before
+        if any(c.isalnum() or c in "'’" for c in before + parts[k + 1][:1]):
+            return None
+        leads.append(lead)
+    return parts, leads
+
+
+def plan_swaps(
+    tokenizer: PreTrainedTokenizerBase, rows: Sequence[Mapping[str, Any]], prompt_format: PromptFormat
+) -> list[SwapPlan | None]:
+    """A `SwapPlan` for each row whose answer swap can be encoded by pieces exactly; None for the others
+    (re-encoded whole when swapped). One tokenizer call for all rows."""
+    candidates: dict[int, tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]] = {}
+    for i, row in enumerate(rows):
+        answer, context = row["answer"], row["context"]
+        if not (answer[:1].isalnum() and answer[-1:].isalnum()) or answer in row["question"]:
+            continue
+        if any(SWAP_MARK in str(v) for v in row.values()) or not _whole_word(answer).search(context):
+            continue
+        marked = {**row, "context": _whole_word(answer).sub(SWAP_MARK, context), "answer": SWAP_MARK}
+        prompt = _split_at_marks(prompt_format.prompt(marked, tokenizer))
+        completion = _split_at_marks(prompt_format.completion(marked))
+        if prompt is not None and completion is not None:
+            candidates[i] = (prompt, completion)
+    texts: list[str] = []
+    for i, ((prompt_pieces, _), (completion_pieces, _)) in candidates.items():
+        answer = rows[i]["answer"]
+        texts += [*prompt_pieces, *completion_pieces, answer, " " + answer]
+        texts += [prompt_format.prompt(rows[i], tokenizer), prompt_format.completion(rows[i])]
+    ids = iter(token_ids(tokenizer, texts))
+    plans: list[SwapPlan | None] = [None] * len(rows)
+    for i, ((prompt_pieces, prompt_leads), (completion_pieces, completion_leads)) in candidates.items():
+        plan = SwapPlan(
+            ([next(ids) for _ in prompt_pieces], prompt_leads),
+            ([next(ids) for _ in completion_pieces], completion_leads),
+        )
+        answer_ids = {"": next(ids), " ": next(ids)}
+        whole_prompt, whole_completion = next(ids), next(ids)
+        if plan.join(plan.prompt, answer_ids) == whole_prompt and (
+            plan.join(plan.completion, answer_ids) == whole_completion
+        ):
+            plans[i] = plan
+    return plans
+
+
 class QADataset(torch.utils.data.Dataset):
     """Tokenised examples; with `swap_prob` > 0, answer-swap augmentation on every access.
 
@@ -239,35 +330,52 @@ class QADataset(torch.utils.data.Dataset):
         self.swap_prob, self.seed, self.prompt_format = swap_prob, seed, prompt_format
         self.examples = encode_examples(tokenizer, self.rows, max_length, prompt_format)
         self.names, self.lower = _word_pools(self.rows)
+        self.plans = plan_swaps(tokenizer, self.rows, prompt_format) if swap_prob > 0 else []
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def _swapped(self, i: int) -> dict[str, Any] | None:
-        """Example `i` with its answer swapped for this epoch, or None (not drawn, or not swappable)."""
+    def _new_answer(self, i: int) -> str | None:
+        """The answer example `i` is shown with this epoch, or None (not drawn for a swap)."""
         if self.swap_prob <= 0:
             return None
         rng = random.Random(f"{self.seed}:{i}:{self.epoch}")
         if rng.random() >= self.swap_prob:
             return None
-        row = self.rows[i]
-        return swap_answer(row, novel_answer(row["answer"], rng, self.names, self.lower))
+        return novel_answer(self.rows[i]["answer"], rng, self.names, self.lower)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """The examples at `indices`; the DataLoader asks for a whole batch at once, so the swapped
-        examples are re-tokenized in one call."""
+        """The examples at `indices`; the DataLoader asks for a whole batch at once, so everything a
+        batch's swaps need is encoded in one call: the new answers of planned examples (`SwapPlan`),
+        and the whole text of the others."""
         examples = [self.examples[i] for i in indices]
-        swapped = [(k, row) for k, i in enumerate(indices) if (row := self._swapped(i)) is not None]
-        if swapped:
-            encoded = encode_examples(
-                self.tokenizer, [r for _, r in swapped], self.max_length, self.prompt_format
-            )
-            for (k, _), ex in zip(swapped, encoded, strict=True):
-                examples[k] = ex
+        planned, whole = [], []
+        for k, i in enumerate(indices):
+            new = self._new_answer(i)
+            if new is None or new == self.rows[i]["answer"]:
+                continue
+            if self.plans[i] is not None:
+                planned.append((k, i, new))
+            elif (row := swap_answer(self.rows[i], new)) is not None:
+                whole.append((k, row))
+        if planned or whole:
+            answers = sorted({lead + new for _, i, new in planned for lead in self.plans[i].leads()})
+            texts = answers + [self.prompt_format.prompt(r, self.tokenizer) for _, r in whole]
+            ids = token_ids(self.tokenizer, texts + [self.prompt_format.completion(r) for _, r in whole])
+            answer_ids = dict(zip(answers, ids, strict=False))
+            eos = self.tokenizer.eos_token_id
+            for k, i, new in planned:
+                plan = self.plans[i]
+                by_lead = {lead: answer_ids[lead + new] for lead in plan.leads()}
+                prompt, completion = plan.join(plan.prompt, by_lead), plan.join(plan.completion, by_lead)
+                examples[k] = assemble_example(prompt, completion, eos, self.max_length)
+            prompts, completions = ids[len(answers) : len(texts)], ids[len(texts) :]
+            for (k, _), prompt, completion in zip(whole, prompts, completions, strict=True):
+                examples[k] = assemble_example(prompt, completion, eos, self.max_length)
         return [
             {"input_ids": ex["input_ids"], "labels": ex["labels"], "n_prompt": ex["n_prompt"]}
             for ex in examples
@@ -279,6 +387,7 @@ class QADataset(torch.utils.data.Dataset):
         ds = cls.__new__(cls)
         ds.tokenizer, ds.rows, ds.max_length, ds.swap_prob, ds.seed = None, [], 0, 0.0, seed
         ds.examples, ds.names, ds.lower, ds.epoch = [dict(ex) for ex in examples], [], [], 0
+        ds.plans = []
         return ds
 
     @property

@@ -13,6 +13,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dagster_project.stages import common, evaluate, train
+from dagster_project.stages.prompt_format import PromptFormat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -258,3 +259,38 @@ def test_novel_answer_keeps_the_shape_and_is_new() -> None:
     assert train.novel_answer("1725", random.Random(1), names, lower) == train.novel_answer(
         "1725", random.Random(1), names, lower
     )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "completion", "max_length"),
+    [
+        (None, None, 160),  # the default format
+        ("Q: {question}\nC: {context}\nA:", " {answer}.", 160),  # a mark before "." and at the end
+        (None, None, 40),  # prompts cut from the left
+    ],
+)
+def test_answer_swap_by_pieces_gives_the_ids_of_encoding_whole(prompt, completion, max_length) -> None:
+    """A swapped example built from its `SwapPlan` equals the swapped text encoded whole, on the demo
+    world's questions (numbers, names, multi-word answers) over several epochs of draws."""
+    fmt = PromptFormat() if prompt is None else PromptFormat("plain", prompt, completion)
+    rows = [
+        json.loads(line) for line in (REPO_ROOT / "data/demo_world/gold_test.jsonl").read_text().splitlines()
+    ]
+    rows += [
+        {"context": "Le port de l'Avenue est grand. Avenue!", "question": "Q?", "answer": "Avenue"},  # '
+        {"context": "Paris Paris is twice.", "question": "Which city?", "answer": "Paris"},  # marks 1 apart
+    ]
+    tokenizer = train.train_tokenizer([fmt.prompt(r) + fmt.completion(r) for r in rows], vocab_size=400)
+    pieces = train.QADataset(tokenizer, rows, max_length, swap_prob=0.9, seed=3, prompt_format=fmt)
+    whole = train.QADataset(tokenizer, rows, max_length, swap_prob=0.9, seed=3, prompt_format=fmt)
+    whole.plans = [None] * len(rows)  # every swap re-encoded whole
+    planned = [i for i, plan in enumerate(pieces.plans) if plan is not None]
+    assert len(planned) >= 0.8 * len(rows)
+    assert pieces.plans[-2] is None and pieces.plans[-1] is not None  # an apostrophe before the answer
+    everything = list(range(len(rows)))
+    for epoch in range(4):
+        pieces.epoch = whole.epoch = epoch
+        assert pieces.__getitems__(everything) == whole.__getitems__(everything), epoch
+    assert whole.__getitems__(everything) != [
+        {k: ex[k] for k in ("input_ids", "labels", "n_prompt")} for ex in whole.examples
+    ]  # swaps happened
