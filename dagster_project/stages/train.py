@@ -252,31 +252,50 @@ class SwapPlan:
 
 
 def _split_at_marks(text: str) -> tuple[list[str], list[str]] | None:
-    """(pieces, leads) of a text around its SWAP_MARKs, or None where a mark touches a letter, digit or
-    apostrophe (a pre-token could then span the answer's edge, e.g. the contraction "'s")."""
+    """(pieces, leads) of a text around its SWAP_MARKs, or None where a pre-token could span an answer's
+    edge: the answer must follow a space (its lead), a line break or the start of the text (pre-tokenizers
+    like Llama 3's and Qwen's glue one punctuation mark to the word after it), and must not be followed
+    by a letter, digit or apostrophe (e.g. the contraction "'s")."""
     parts = text.split(SWAP_MARK)
     leads = []
     for k in range(len(parts) - 1):
         lead = " " if parts[k].endswith(" ") else ""
         parts[k] = parts[k][: len(parts[k]) - len(lead)]
-        before = "" if lead else parts[k][-1:]  # a lead space stands between the answer and the text before
-        if any(c.isalnum() or c in "'’" for c in before + parts[k + 1][:1]):
+        if not lead and parts[k][-1:] not in ("", "\n", "\r"):
+            return None
+        after = parts[k + 1][:1]
+        if after.isalnum() or after in ("'", "’"):
             return None
         leads.append(lead)
     return parts, leads
+
+
+def _shifted(answer: str) -> str:
+    """A stand-in new answer of the same shape: each ASCII letter one on in its case (z -> a), each digit
+    one on (9 -> 1, never 0)."""
+
+    def shift(c: str) -> str:
+        if c.isascii() and c.isalpha():
+            base = ord("a") if c.islower() else ord("A")
+            return chr(base + (ord(c) - base + 1) % 26)
+        return str(int(c) % 9 + 1) if c.isascii() and c.isdigit() else c
+
+    return "".join(shift(c) for c in answer)
 
 
 def plan_swaps(
     tokenizer: PreTrainedTokenizerBase, rows: Sequence[Mapping[str, Any]], prompt_format: PromptFormat
 ) -> list[SwapPlan | None]:
     """A `SwapPlan` for each row whose answer swap can be encoded by pieces exactly; None for the others
-    (re-encoded whole when swapped). One tokenizer call for all rows."""
+    (re-encoded whole when swapped). A plan must give the ids of encoding the text whole both for the
+    row's own answer and for a stand-in new one (`_shifted`: BPE merges across a piece edge would show).
+    One tokenizer call for all rows."""
     candidates: dict[int, tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]] = {}
     for i, row in enumerate(rows):
         answer, context = row["answer"], row["context"]
         if not (answer[:1].isalnum() and answer[-1:].isalnum()) or answer in row["question"]:
             continue
-        if any(SWAP_MARK in str(v) for v in row.values()) or not _whole_word(answer).search(context):
+        if any(SWAP_MARK in str(v) for v in row.values()) or swap_answer(row, _shifted(answer)) is None:
             continue
         marked = {**row, "context": _whole_word(answer).sub(SWAP_MARK, context), "answer": SWAP_MARK}
         prompt = _split_at_marks(prompt_format.prompt(marked, tokenizer))
@@ -285,9 +304,11 @@ def plan_swaps(
             candidates[i] = (prompt, completion)
     texts: list[str] = []
     for i, ((prompt_pieces, _), (completion_pieces, _)) in candidates.items():
-        answer = rows[i]["answer"]
-        texts += [*prompt_pieces, *completion_pieces, answer, " " + answer]
-        texts += [prompt_format.prompt(rows[i], tokenizer), prompt_format.completion(rows[i])]
+        texts += [*prompt_pieces, *completion_pieces]
+        for version in (rows[i], swap_answer(rows[i], _shifted(rows[i]["answer"]))):
+            answer = version["answer"]
+            texts += [answer, " " + answer, prompt_format.prompt(version, tokenizer)]
+            texts.append(prompt_format.completion(version))
     ids = iter(token_ids(tokenizer, texts))
     plans: list[SwapPlan | None] = [None] * len(rows)
     for i, ((prompt_pieces, prompt_leads), (completion_pieces, completion_leads)) in candidates.items():
@@ -295,11 +316,13 @@ def plan_swaps(
             ([next(ids) for _ in prompt_pieces], prompt_leads),
             ([next(ids) for _ in completion_pieces], completion_leads),
         )
-        answer_ids = {"": next(ids), " ": next(ids)}
-        whole_prompt, whole_completion = next(ids), next(ids)
-        if plan.join(plan.prompt, answer_ids) == whole_prompt and (
-            plan.join(plan.completion, answer_ids) == whole_completion
-        ):
+        exact = True
+        for _ in range(2):  # the row's own answer, then the stand-in
+            answer_ids = {"": next(ids), " ": next(ids)}
+            whole_prompt, whole_completion = next(ids), next(ids)
+            exact &= plan.join(plan.prompt, answer_ids) == whole_prompt
+            exact &= plan.join(plan.completion, answer_ids) == whole_completion
+        if exact:
             plans[i] = plan
     return plans
 

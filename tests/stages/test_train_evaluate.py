@@ -294,3 +294,48 @@ def test_answer_swap_by_pieces_gives_the_ids_of_encoding_whole(prompt, completio
     assert whole.__getitems__(everything) != [
         {k: ex[k] for k in ("input_ids", "labels", "n_prompt")} for ex in whole.examples
     ]  # swaps happened
+
+
+def test_answer_swap_by_pieces_with_a_qwen_style_pre_tokenizer() -> None:
+    """Llama 3 / Qwen pre-tokenizers glue one punctuation mark to the next word ("-Lyon"): an answer
+    right after one gets no plan (a BPE merge could cross the piece edge for a new answer); an answer
+    after a space does, and stays exact."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    split = (  # Qwen2's pre-tokenizer regex
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+        r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    )
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(split), behavior="isolated"), pre_tokenizers.ByteLevel(use_regex=False)]
+    )
+    backend.decoder = decoders.ByteLevel()
+    corpus = ["a-Tosgar b-Tolken c-Tomar d-Tosken e-Toains"] * 50 + ["Lyon Lyon Lyon Paris line"] * 50
+    backend.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    ))  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    rows = [
+        {
+            "context": "Trains run on the Paris-Lyon line. Tosgar Tolken Tomar.",
+            "question": "Q?",
+            "answer": "Lyon",
+        },
+        {
+            "context": "Trains run on the Paris line to Lyon. Tosgar Tomar.",
+            "question": "Q?",
+            "answer": "Lyon",
+        },
+    ]
+    pieces = train.QADataset(tokenizer, rows, 256, swap_prob=1.0, seed=0)
+    whole = train.QADataset(tokenizer, rows, 256, swap_prob=1.0, seed=0)
+    whole.plans = [None, None]
+    assert pieces.plans[0] is None and pieces.plans[1] is not None
+    for epoch in range(10):
+        pieces.epoch = whole.epoch = epoch
+        assert pieces.__getitems__([0, 1]) == whole.__getitems__([0, 1]), epoch
