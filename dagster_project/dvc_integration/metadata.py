@@ -18,6 +18,7 @@ MAX_NUMBERS = 24
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 80
 MAX_CURVES = 12
+MAX_CURVE_BYTES = 8 * 1024 * 1024
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 40
 
@@ -64,37 +65,38 @@ def _preview_markdown(path: Path) -> str:
 
 def read_curve(path: Path) -> tuple[str, list[int], list[float]] | None:
     """(value column, steps, values) of a step curve file, or None when the file is not one: a header
-    with `step` and exactly one other column besides dvclive's `timestamp`, numeric rows."""
+    with `step` and exactly one other column besides dvclive's `timestamp`, numeric rows (blank lines
+    skipped), at most MAX_CURVE_BYTES (the header is read first, so a large data file is not loaded)."""
     sep = "\t" if path.suffix == ".tsv" else ","
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n").split(sep)
+            value_columns = [c for c in header if c not in ("step", "timestamp")]
+            if "step" not in header or len(value_columns) != 1 or path.stat().st_size > MAX_CURVE_BYTES:
+                return None
+            lines = [line for line in f.read().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError):
-        return None
-    if not lines:
-        return None
-    header = lines[0].split(sep)
-    value_columns = [c for c in header if c not in ("step", "timestamp")]
-    if "step" not in header or len(value_columns) != 1:
         return None
     step_at, value_at = header.index("step"), header.index(value_columns[0])
     steps, values = [], []
-    for line in lines[1:]:
+    for line in lines:
         cells = line.split(sep)
         try:
             steps.append(int(float(cells[step_at])))
             values.append(float(cells[value_at]))
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OverflowError):  # OverflowError: a step of inf
             return None
     return (value_columns[0], steps, values) if steps else None
 
 
 def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
-    """The curve in `width` block characters (each the mean of its share of the points), low to high."""
+    """The curve in `width` block characters (each the mean of its share of the points), low to high;
+    "" when no value (or no range) is finite."""
     if len(values) > width:
         edges = [round(i * len(values) / width) for i in range(width + 1)]
         values = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:], strict=False) if b > a]
     finite = [v for v in values if math.isfinite(v)]
-    if not finite:
+    if not finite or not math.isfinite(max(finite) - min(finite)):
         return ""
     low, high = min(finite), max(finite)
     span = (high - low) or 1.0
@@ -114,10 +116,11 @@ def _curves_markdown(root: Path, files: list[Path]) -> str | None:
             continue
         _, steps, values = curve
         best = min((i for i, v in enumerate(values) if math.isfinite(v)), key=values.__getitem__, default=0)
-        name = str(f.relative_to(root)).replace("|", "\\|")
+        name = str(f.relative_to(root)).replace("|", "\\|").replace("`", "'")
+        shape = sparkline(values)
         rows.append(
             f"| `{name}` | {len(values)} | {values[0]:.4g} | {values[-1]:.4g} | "
-            f"{values[best]:.4g} (step {steps[best]}) | `{sparkline(values)}` |"
+            f"{values[best]:.4g} (step {steps[best]}) | {f'`{shape}`' if shape else 'n/a'} |"
         )
     if not rows:
         return None

@@ -580,7 +580,7 @@ def plot_files(
         ]
     elif task == "free_text":
         confusion = [
-            {"actual": c, "predicted": "success" if s >= 1.0 else "fail"}
+            {"actual": c, "predicted": "unjudged" if math.isnan(s) else ("success" if s >= 1.0 else "fail")}
             for c, s in zip(table["category"], table["score"], strict=True)
         ]
     else:
@@ -672,8 +672,10 @@ def main() -> None:
     items = expand_items(gold_rows, task)
     train = pl.read_parquet(Path(args.data) / "train.parquet")
     baseline_answer = most_frequent_answer(train["answer"].to_list() if "answer" in train.columns else [])
+    text_column = next((c for c in ("question", "text") if c in train.columns), None)
+    texts = train[text_column].to_list() if text_column else []
     div_labels = None  # checked before the model loads: a typo fails fast
-    if div_label_column is not None:
+    if div_label_column is not None and text_column is not None:
         if div_label_column not in train.columns:
             raise SystemExit(
                 f"error: evaluate.diversity.label_column is {div_label_column!r}, but "
@@ -700,8 +702,6 @@ def main() -> None:
     }
     if teacher_info:
         metrics["teacher_reference"] = teacher_info
-    text_column = next((c for c in ("question", "text") if c in train.columns), None)
-    texts = train[text_column].to_list() if text_column else []
     reference_texts = load_texts(div_reference) if div_reference else None
     metrics["diversity"] = diversity_figures(
         texts, div_max, div_embedding, div_model, reference_texts, seed, div_labels

@@ -168,3 +168,14 @@ def test_step_curves_become_a_table_of_sparklines(tmp_path):
         "| `out/dvclive/plots/metrics/train/loss.tsv` | 6 | 4 | 1.5 | 1 (step 5) | `█▆▅▃▁▂` |"
     )
     assert len(table.splitlines()) == 3
+    # Not curves, or not drawable, and never a crash: a step of inf, values whose range overflows, NaN.
+    (tmp_path / "out/inf_step.csv").write_text("step,loss\n0,1\ninf,2\n")
+    (tmp_path / "out/huge.csv").write_text("step,loss\n0,-1e308\n1,1e308\n\n")  # blank line: skipped
+    (tmp_path / "out/nan.tsv").write_text("step\tloss\n0\tnan\n1\tnan\n")
+    assert read_curve(tmp_path / "out/inf_step.csv") is None
+    assert read_curve(tmp_path / "out/huge.csv") == ("loss", [0, 1], [-1e308, 1e308])
+    assert sparkline([-1e308, 1e308]) == "" and sparkline([float("nan")] * 3) == ""
+    rows = output_metadata(tmp_path, ("out",))["curves"].value.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| `out/dvclive/plots/metrics/train/loss.tsv`",
+                                                 "| `out/huge.csv`", "| `out/nan.tsv`"]  # fmt: skip
+    assert rows[1].endswith("| n/a |") and rows[2].endswith("| n/a |")

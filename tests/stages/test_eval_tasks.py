@@ -92,6 +92,8 @@ def test_unjudged_answers_are_left_out_of_categories_and_rankings():
     ranked = {s["title"]: s["blocks"][0][2] for s in sections if s["title"].startswith("10 ")}
     assert [r[0] for r in ranked["10 best student answers"]] == ["0", "1"]
     assert [r[0] for r in ranked["10 worst student answers"]] == ["1", "0"]
+    confusion = evaluate.plot_files(metrics, table, [])["confusion.csv"].splitlines()
+    assert confusion[1:] == ["x,success", "x,fail", "x,unjudged", "y,unjudged"]
 
 
 def test_free_text_needs_a_judge_and_uses_it():
