@@ -119,6 +119,7 @@ def _interval(ci: Mapping[str, Any] | None) -> str:
 
 def render_markdown(result: Mapping[str, Any]) -> str:
     k = result["kappa"]
+    interval = f"{int(k['confidence'] * 100)}% bootstrap interval"
     cm = result["confusion"]
     svg = confusion_svg("judge vs majority", cm["row_labels"], cm["col_labels"], cm["counts"])
     parts = [
@@ -129,10 +130,10 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             ["figure", "value"],
             [
                 ["Cohen's kappa, judge vs rater majority", _f(k["estimate"])],
-                [f"{int(k['confidence'] * 100)}% bootstrap interval", _interval(k)],
+                [interval, _interval(k)],
                 ["percent agreement", _f(result["percent_agreement"])],
                 ["Fleiss' kappa among raters", _f(result["raters_fleiss_kappa"])],
-                [f"{int(k['confidence'] * 100)}% bootstrap interval", _interval(result["raters_fleiss_ci"])],
+                [interval, _interval(result["raters_fleiss_ci"])],
             ]
             + [[f"kappa, judge vs {name}", _f(v)] for name, v in result["per_rater_kappa"].items()],
         ),

@@ -224,21 +224,20 @@ _Pieces = tuple[list[list[int]], list[str]]  # token ids between the answer's pl
 class SwapPlan:
     """An example's prompt and completion as token ids around its answer's places, so an answer swap
     encodes only the new answer, not the whole example again (on CPU that re-encoding was ~8% of a
-    training step: a tokenizer call right after the model's kernels have flushed its caches).
+    training step: a tokenizer call right after the model's kernels ran cost ~4x one made alone).
 
     A text is `ids[0] + enc(leads[0] + answer) + ids[1] + ...`. A space before an answer moves into its
     lead, because byte-level BPE glues a space to the word after it. `plan_swaps` makes a plan only
-    where joining gives exactly the ids of encoding the text whole, checked on the example's own answer;
-    a new answer has the same shape (`novel_answer`), so the same pre-token boundaries.
+    where joining gives exactly the ids of encoding the text whole, checked on the example's own answer
+    and on a stand-in new one; a new answer has the same shape (`novel_answer`), so the same pre-token
+    boundaries. `leads` holds the distinct leads, the answer encodings a swap needs.
     """
 
-    __slots__ = ("prompt", "completion")
+    __slots__ = ("prompt", "completion", "leads")
 
     def __init__(self, prompt: _Pieces, completion: _Pieces) -> None:
         self.prompt, self.completion = prompt, completion
-
-    def leads(self) -> set[str]:
-        return set(self.prompt[1]) | set(self.completion[1])
+        self.leads = tuple(sorted(set(prompt[1]) | set(completion[1])))
 
     @staticmethod
     def join(text: _Pieces, answer_ids: Mapping[str, list[int]]) -> list[int]:
@@ -290,28 +289,31 @@ def plan_swaps(
     (re-encoded whole when swapped). A plan must give the ids of encoding the text whole both for the
     row's own answer and for a stand-in new one (`_shifted`: BPE merges across a piece edge would show).
     One tokenizer call for all rows."""
-    candidates: dict[int, tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]] = {}
+    # row index -> (prompt (pieces, leads), completion (pieces, leads), the row with the stand-in answer)
+    candidates: dict[int, tuple[tuple[list[str], list[str]], tuple[list[str], list[str]], dict]] = {}
     for i, row in enumerate(rows):
         answer, context = row["answer"], row["context"]
-        if not (answer[:1].isalnum() and answer[-1:].isalnum()) or answer in row["question"]:
+        if not (answer[:1].isalnum() and answer[-1:].isalnum()):
             continue
-        if any(SWAP_MARK in str(v) for v in row.values()) or swap_answer(row, _shifted(answer)) is None:
+        # None: the answer is in the question or not in the context (swap_answer's own rules)
+        stand_in = swap_answer(row, _shifted(answer))
+        if stand_in is None or any(SWAP_MARK in str(v) for v in row.values()):
             continue
         marked = {**row, "context": _whole_word(answer).sub(SWAP_MARK, context), "answer": SWAP_MARK}
         prompt = _split_at_marks(prompt_format.prompt(marked, tokenizer))
         completion = _split_at_marks(prompt_format.completion(marked))
         if prompt is not None and completion is not None:
-            candidates[i] = (prompt, completion)
+            candidates[i] = (prompt, completion, stand_in)
     texts: list[str] = []
-    for i, ((prompt_pieces, _), (completion_pieces, _)) in candidates.items():
+    for i, ((prompt_pieces, _), (completion_pieces, _), stand_in) in candidates.items():
         texts += [*prompt_pieces, *completion_pieces]
-        for version in (rows[i], swap_answer(rows[i], _shifted(rows[i]["answer"]))):
+        for version in (rows[i], stand_in):
             answer = version["answer"]
             texts += [answer, " " + answer, prompt_format.prompt(version, tokenizer)]
             texts.append(prompt_format.completion(version))
     ids = iter(token_ids(tokenizer, texts))
     plans: list[SwapPlan | None] = [None] * len(rows)
-    for i, ((prompt_pieces, prompt_leads), (completion_pieces, completion_leads)) in candidates.items():
+    for i, ((prompt_pieces, prompt_leads), (completion_pieces, completion_leads), _) in candidates.items():
         plan = SwapPlan(
             ([next(ids) for _ in prompt_pieces], prompt_leads),
             ([next(ids) for _ in completion_pieces], completion_leads),
@@ -386,14 +388,14 @@ class QADataset(torch.utils.data.Dataset):
             elif (row := swap_answer(self.rows[i], new)) is not None:
                 whole.append((k, row))
         if planned or whole:
-            answers = sorted({lead + new for _, i, new in planned for lead in self.plans[i].leads()})
+            answers = sorted({lead + new for _, i, new in planned for lead in self.plans[i].leads})
             texts = answers + [self.prompt_format.prompt(r, self.tokenizer) for _, r in whole]
             ids = token_ids(self.tokenizer, texts + [self.prompt_format.completion(r) for _, r in whole])
             answer_ids = dict(zip(answers, ids, strict=False))
             eos = self.tokenizer.eos_token_id
             for k, i, new in planned:
                 plan = self.plans[i]
-                by_lead = {lead: answer_ids[lead + new] for lead in plan.leads()}
+                by_lead = {lead: answer_ids[lead + new] for lead in plan.leads}
                 prompt, completion = plan.join(plan.prompt, by_lead), plan.join(plan.completion, by_lead)
                 examples[k] = assemble_example(prompt, completion, eos, self.max_length)
             prompts, completions = ids[len(answers) : len(texts)], ids[len(texts) :]
