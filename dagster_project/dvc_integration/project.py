@@ -1,34 +1,49 @@
-"""Read a DVC project: its stages (from DVC's parsed index) and its ledger (dvc.lock).
+"""Read a DVC repo once: every recipe (a folder holding a dvc.yaml), its stages, and their code versions.
 
-Everything Dagster knows about the pipeline is derived here; nothing is written twice:
-- the graph comes from `dvc.repo.Repo(root).index`, which resolves foreach/matrix/${} templating;
-- versions come from hashing what DVC itself records, so the same function applied to the
-  workspace (at definition load) and to dvc.lock (in the sensor) agree exactly when DVC says the
-  stage is up to date.
+Everything Dagster knows about the pipelines is derived here; nothing is written twice:
+- the graph comes from DVC's own collection of the repo's dvc.yaml files (`collect_files`, what
+  `Repo.index` is built from), which resolves foreach/matrix/${} templating; it is collected per file,
+  so one broken dvc.yaml is reported by name and does not hide the others;
+- versions come from hashing what DVC itself records (see `versions`).
+
+A recipe is named after its folder: the repo root is `default`, `examples/<name>` is `<name>`, and any
+other folder is its path with `/` replaced by `_` (characters other than letters, digits and `_`
+become `_` too, so the name is a valid Dagster group and key prefix). Inside this module every path is
+relative to the repo root (POSIX), also for recipes in subfolders; `versions.read_lock` converts the
+folder-relative paths of each recipe's dvc.lock.
 """
 
-import hashlib
-import json
+import posixpath
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-ASSETS_DIR = "assets"
+DEFAULT_RECIPE = "default"
+EXAMPLES_DIR = "examples"
 
 
 @dataclass(frozen=True)
 class DvcStage:
-    """One stage of dvc.yaml, as DVC resolved it."""
+    """One stage of a recipe's dvc.yaml, as DVC resolved it (paths relative to the repo root)."""
 
-    name: str
+    name: str  # as DVC names it: `train`, `train@small` for a foreach/matrix entry
     cmd: str
-    deps: tuple[str, ...]  # repo-relative paths (params files excluded)
-    outs: tuple[str, ...]  # repo-relative paths, metrics/plots outputs included
+    deps: tuple[str, ...]  # params files excluded
+    outs: tuple[str, ...]  # metrics/plots outputs included
     params: dict[str, tuple[str, ...]]  # params file -> declared keys
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    upstream: tuple[str, ...] = ()  # names of stages whose outputs this stage depends on
+    upstream: tuple[str, ...] = ()  # names of stages of the same recipe whose outputs this stage reads
+    recipe: str = DEFAULT_RECIPE
+    dvcfile: str = "dvc.yaml"  # the dvc.yaml that declares it
+    wdir: str = "."  # the folder its command runs in (and its dvc.lock paths are relative to)
+    metrics: tuple[str, ...] = ()  # the outs declared under `metrics:`
+
+    @property
+    def address(self) -> str:
+        """How DVC addresses the stage from the repo root: `<dvc.yaml path>:<stage>`."""
+        return f"{self.dvcfile}:{self.name}"
 
     @property
     def dagster_meta(self) -> dict[str, Any]:
@@ -36,9 +51,83 @@ class DvcStage:
         return dict((self.meta or {}).get("dagster") or {})
 
 
-def _canonical_hash(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class Recipe:
+    """One folder holding a dvc.yaml: its stages, or the error that kept them from loading."""
+
+    name: str
+    folder: str  # relative to the repo root; "." for the root
+    stages: tuple[DvcStage, ...] = ()
+    code_versions: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    error: str | None = None
+
+    @property
+    def dvc_yaml(self) -> str:
+        return posixpath.join(self.folder, "dvc.yaml") if self.folder != "." else "dvc.yaml"
+
+    @property
+    def dvc_lock(self) -> str:
+        return posixpath.join(self.folder, "dvc.lock") if self.folder != "." else "dvc.lock"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def failed(self, error: str) -> "Recipe":
+        """This recipe with `error` and no stages (what a broken recipe looks like)."""
+        return Recipe(name=self.name, folder=self.folder, error=error)
+
+    def stage(self, name: str) -> DvcStage:
+        """The stage called `name` (KeyError if the recipe has none)."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"recipe {self.name!r} has no stage {name!r}")
+
+
+@dataclass(frozen=True)
+class DvcProject:
+    """Every recipe of the DVC repo at `root`, read from DVC once."""
+
+    root: Path
+    recipes: tuple[Recipe, ...]
+
+    @property
+    def ok_recipes(self) -> list[Recipe]:
+        return [r for r in self.recipes if r.ok]
+
+    @property
+    def broken_recipes(self) -> list[Recipe]:
+        return [r for r in self.recipes if not r.ok]
+
+    def replace(self, recipe: Recipe) -> "DvcProject":
+        """This project with the recipe of the same name replaced by `recipe`."""
+        return DvcProject(self.root, tuple(recipe if r.name == recipe.name else r for r in self.recipes))
+
+    def recipe(self, name: str) -> Recipe:
+        """The recipe called `name`; KeyError naming the recipes there are."""
+        for recipe in self.recipes:
+            if recipe.name == name:
+                return recipe
+        raise KeyError(f"no recipe {name!r}; recipes: {', '.join(r.name for r in self.recipes) or 'none'}")
+
+    @classmethod
+    def load(
+        cls, root: Path | str, *, validate_params: bool = True, code_versions: bool = True
+    ) -> "DvcProject":
+        """Read every dvc.yaml of the repo at `root` (see `load_project`)."""
+        return load_project(root, validate_params=validate_params, code_versions=code_versions)
+
+
+def recipe_name(folder: str) -> str:
+    """The recipe name of a repo-relative folder: `.` -> `default`, `examples/<name>` -> `<name>`,
+    anything else its path with `/` -> `_`; other characters than [A-Za-z0-9_] become `_`."""
+    parts = PurePosixPath(folder).parts
+    if not parts or parts == (".",):
+        return DEFAULT_RECIPE
+    if len(parts) == 2 and parts[0] == EXAMPLES_DIR:
+        parts = parts[1:]
+    return re.sub(r"\W", "_", "_".join(parts))
 
 
 def _contains(parent: str, child: str) -> bool:
@@ -47,38 +136,137 @@ def _contains(parent: str, child: str) -> bool:
     return c == p or p in c.parents
 
 
-def _rel(root: Path, fs_path: str) -> str:
-    return Path(fs_path).resolve().relative_to(root.resolve()).as_posix()
+def overlaps(a: str, b: str) -> bool:
+    """Whether one path lies inside the other (or they are the same)."""
+    return _contains(a, b) or _contains(b, a)
 
 
-def load_stages(root: Path | str) -> list[DvcStage]:
-    """Every pipeline stage of the DVC project at `root`, in dvc.yaml order, with upstream links."""
+def repo_relative(root: Path, fs_path: str) -> str:
+    """`fs_path` relative to the (resolved) repo root, POSIX; absolute when it lies outside the repo."""
+    path = Path(fs_path).resolve()
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # outside the repo: keep it absolute
+        return path.as_posix()
+
+
+def is_params_dep(dep: Any) -> bool:
+    """Whether a DVC dependency is a params file (`params:` in dvc.yaml)."""
+    return type(dep).__name__ == "ParamsDependency"
+
+
+def _error_text(exc: BaseException) -> str:
+    """DVC's message plus the cause it wraps (e.g. the YAML parser's line and column)."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f": {cause}"
+    return text
+
+
+def _stages_of(root: Path, recipe: str, dvc_stages: Iterable[Any]) -> list[DvcStage]:
+    raw = []
+    for stage in dvc_stages:
+        if not getattr(stage, "cmd", None):  # .dvc files of `dvc add` are data, not stages
+            continue
+        params = {
+            repo_relative(root, p.fs_path): tuple(p.params or ()) for p in stage.deps if is_params_dep(p)
+        }
+        deps = tuple(repo_relative(root, d.fs_path) for d in stage.deps if not is_params_dep(d))
+        outs = tuple(repo_relative(root, o.fs_path) for o in stage.outs)
+        metrics = tuple(repo_relative(root, o.fs_path) for o in stage.outs if getattr(o, "metric", False))
+        cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
+        raw.append(
+            DvcStage(
+                name=stage.name,
+                cmd=cmd,
+                deps=deps,
+                outs=outs,
+                params=params,
+                meta=dict(stage.meta or {}),
+                recipe=recipe,
+                dvcfile=repo_relative(root, stage.path),
+                wdir=repo_relative(root, stage.wdir) or ".",
+                metrics=metrics,
+            )
+        )
+    stages = []
+    for s in raw:
+        upstream = tuple(
+            o.name
+            for o in raw
+            if o.name != s.name and any(overlaps(out, d) for out in o.outs for d in s.deps)
+        )
+        stages.append(DvcStage(**{**s.__dict__, "upstream": upstream}))
+    return stages
+
+
+def _collect(repo: Any, root: Path, on_error: Callable[[str, str], None]) -> Iterable[tuple[str, list[Any]]]:
+    """(repo-relative dvc.yaml path, its DVC stages) per dvc.yaml, as `Repo.index` collects them; a file
+    DVC cannot read is passed to `on_error` with DVC's message and skipped."""
+    from dvc.repo.index import collect_files
+
+    def onerror(path: str, exc: Exception) -> None:
+        on_error(repo_relative(root, str(root / path)), _error_text(exc))
+
+    for path, index in collect_files(repo, onerror=onerror):
+        rel = repo_relative(root, path)
+        if PurePosixPath(rel).name == "dvc.yaml":
+            yield rel, list(index.stages)
+
+
+def load_project(root: Path | str, *, validate_params: bool = True, code_versions: bool = True) -> DvcProject:
+    """Every recipe of the DVC repo at `root`, its stages resolved by DVC, in folder order (root first).
+
+    A recipe whose dvc.yaml DVC cannot read, or whose params do not validate
+    (`params_schema.validate_recipe`), is kept with its `error` and no stages; the others load.
+    With `code_versions`, each stage's code version is computed from the workspace now.
+    """
     from dvc.repo import Repo
 
-    root = Path(root)
+    from dagster_project.dvc_integration.versions import code_versions_from_workspace
+
+    root = Path(root).resolve()
+    found: dict[str, Recipe] = {}
+
+    def add(folder: str, **kwargs: Any) -> None:
+        name = recipe_name(folder)
+        other = found.get(name)
+        if other is not None and other.folder != folder:
+            kwargs = {"error": f"recipe name {name!r} is also the name of the recipe in {other.folder}/"}
+            name = re.sub(r"\W", "_", folder)
+        found[name] = Recipe(name=name, folder=folder, **kwargs)
+
+    errors: dict[str, str] = {}
     with Repo(str(root)) as repo:
-        raw = []
-        for stage in repo.index.stages:
-            if not getattr(stage, "cmd", None):  # .dvc files of `dvc add` are data, not stages
+        for dvc_yaml, dvc_stages in _collect(repo, root, lambda path, msg: errors.setdefault(path, msg)):
+            folder = posixpath.dirname(dvc_yaml) or "."
+            try:
+                stages = _stages_of(root, recipe_name(folder), dvc_stages)
+                versions = code_versions_from_workspace(root, stages, dvc_stages) if code_versions else {}
+            except Exception as exc:  # a stage DVC resolved but we cannot read: this recipe only
+                add(folder, error=f"{dvc_yaml}: {_error_text(exc)}")
                 continue
-            params = {
-                _rel(root, p.fs_path): tuple(p.params or ())
-                for p in stage.deps
-                if type(p).__name__ == "ParamsDependency"
-            }
-            deps = tuple(_rel(root, d.fs_path) for d in stage.deps if type(d).__name__ != "ParamsDependency")
-            outs = tuple(_rel(root, o.fs_path) for o in stage.outs)
-            raw.append((stage.name, stage.cmd, deps, outs, params, dict(stage.meta or {})))
-    stages = []
-    for name, cmd, deps, outs, params, meta in raw:
-        upstream = tuple(
-            other[0]
-            for other in raw
-            if other[0] != name and any(_contains(o, d) or _contains(d, o) for o in other[3] for d in deps)
-        )
-        cmd_str = cmd if isinstance(cmd, str) else " && ".join(cmd)
-        stages.append(DvcStage(name, cmd_str, deps, outs, params, meta, upstream))
-    return stages
+            add(folder, stages=tuple(stages), code_versions=versions)
+    for dvc_yaml, message in errors.items():
+        add(posixpath.dirname(dvc_yaml) or ".", error=f"{dvc_yaml}: DVC cannot read it: {message}")
+    recipes = sorted(found.values(), key=lambda r: (r.folder != ".", r.folder))
+    if validate_params:
+        recipes = [_validated(root, r) for r in recipes]
+    return DvcProject(root=root, recipes=tuple(recipes))
+
+
+def _validated(root: Path, recipe: Recipe) -> Recipe:
+    """The recipe, or the recipe with its params error (and no stages) when its params do not validate."""
+    if not recipe.ok or not recipe.stages:
+        return recipe
+    from dagster_project.params_schema import validate_recipe
+
+    try:
+        validate_recipe(root / recipe.folder, {s.name: s.cmd for s in recipe.stages})
+    except Exception as exc:  # ParamsError, or a stage kind that fails to import
+        return recipe.failed(f"{recipe.dvc_yaml}: invalid params: {exc}")
+    return recipe
 
 
 def asset_folder(stage: DvcStage) -> str:
@@ -90,89 +278,3 @@ def asset_folder(stage: DvcStage) -> str:
     while not all(_contains(common.as_posix(), o) for o in stage.outs):
         common = common.parent
     return common.as_posix()
-
-
-def read_lock(root: Path | str) -> dict[str, dict[str, Any]]:
-    """The `stages` mapping of dvc.lock (empty if nothing ran yet)."""
-    path = Path(root) / "dvc.lock"
-    if not path.exists():
-        return {}
-    return dict((yaml.safe_load(path.read_text()) or {}).get("stages") or {})
-
-
-def _entry_hash(item: dict[str, Any]) -> str | None:
-    return item.get("md5") or item.get("hash") or item.get("etag")
-
-
-def stage_dep_paths(stage: DvcStage, stages: list[DvcStage]) -> tuple[list[str], list[str]]:
-    """Split a stage's deps into (produced by another stage, plain files the user edits)."""
-    produced = [o for s in stages if s.name != stage.name for o in s.outs]
-    stage_deps = [d for d in stage.deps if any(_contains(o, d) or _contains(d, o) for o in produced)]
-    file_deps = [d for d in stage.deps if d not in stage_deps]
-    return stage_deps, file_deps
-
-
-def code_version_from_parts(cmd: str, params: dict[str, Any], file_deps: dict[str, str | None]) -> str:
-    """Hash of what defines a stage's computation: its command, param values and file dep hashes."""
-    return _canonical_hash({"cmd": cmd, "params": params, "deps": file_deps})
-
-
-def code_version_from_lock(stage: DvcStage, stages: list[DvcStage], entry: dict[str, Any]) -> str:
-    """The code version of the run recorded in a dvc.lock entry."""
-    _, file_deps = stage_dep_paths(stage, stages)
-    hashes = {d["path"]: _entry_hash(d) for d in entry.get("deps", []) if d["path"] in file_deps}
-    return code_version_from_parts(entry.get("cmd", ""), entry.get("params", {}), hashes)
-
-
-def code_versions_from_workspace(root: Path | str, stages: list[DvcStage]) -> dict[str, str]:
-    """Each stage's code version as the workspace defines it now (file hashes computed by DVC)."""
-    from dvc.repo import Repo
-
-    root = Path(root)
-    versions = {}
-    with Repo(str(root)) as repo:
-        dvc_stages = {getattr(s, "name", None): s for s in repo.index.stages}
-        for stage in stages:
-            _, file_deps = stage_dep_paths(stage, stages)
-            hashes: dict[str, str | None] = {}
-            params: dict[str, Any] = {}
-            for dep in dvc_stages[stage.name].deps:
-                rel = _rel(root, dep.fs_path)
-                if type(dep).__name__ == "ParamsDependency":
-                    try:
-                        params[rel] = dep.read_params()
-                    except Exception:  # a missing or broken params file: cannot be up to date
-                        params[rel] = None
-                elif rel in file_deps:
-                    try:
-                        hashes[rel] = dep.get_hash().value if dep.exists else None
-                    except Exception:
-                        hashes[rel] = None
-            versions[stage.name] = code_version_from_parts(stage.cmd, params, hashes)
-    return versions
-
-
-def data_version_from_lock(entry: dict[str, Any] | None) -> str | None:
-    """Hash of a stage's output hashes as dvc.lock records them (None if it never ran)."""
-    if not entry or not entry.get("outs"):
-        return None
-    return _canonical_hash(sorted((o["path"], _entry_hash(o)) for o in entry["outs"]))
-
-
-def input_versions_from_lock(
-    stage: DvcStage, stages: list[DvcStage], entry: dict[str, Any]
-) -> dict[str, str]:
-    """For each upstream stage, the data version of the outputs this run consumed (from its deps)."""
-    consumed = {d["path"]: _entry_hash(d) for d in entry.get("deps", [])}
-    versions = {}
-    for up_name in stage.upstream:
-        up = next(s for s in stages if s.name == up_name)
-        used = [(o, consumed[o]) for o in up.outs if o in consumed]
-        if used and len(used) == len(up.outs):
-            versions[up_name] = _canonical_hash(sorted(used))
-    return versions
-
-
-def lock_entry_hash(entry: dict[str, Any] | None) -> str | None:
-    """Hash of a whole dvc.lock entry: what the sensor compares with what Dagster last recorded."""
-    return _canonical_hash(entry) if entry else None

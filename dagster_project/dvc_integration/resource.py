@@ -31,7 +31,8 @@ class DvcCommandError(RuntimeError):
 
 
 class DvcCliResource(dg.ConfigurableResource):
-    """Runs DVC commands in `project_dir`. Operational settings only; never experiment knobs."""
+    """Runs DVC commands in `project_dir` (the repo root). Operational settings only, never experiment
+    knobs."""
 
     project_dir: str
 
@@ -59,12 +60,14 @@ class DvcCliResource(dg.ConfigurableResource):
             raise DvcCommandError(f"`{' '.join(['dvc', *args])}` failed with exit code {code}:\n{tail}")
         return output
 
-    def repro(self, stage: str, log: Callable[[str], None] | None = None) -> str:
-        """Reproduce one stage only (never its upstream), waiting for the repo lock if it is held."""
-        return self.run("--wait-for-lock", "repro", "--single-item", stage, log=log)
+    def repro(self, address: str, log: Callable[[str], None] | None = None) -> str:
+        """Reproduce one stage only (never its upstream), waiting for the repo lock if it is held;
+        `address` is `<dvc.yaml path>:<stage>` relative to `project_dir`."""
+        return self.run("--wait-for-lock", "repro", "--single-item", address, log=log)
 
-    def status(self) -> dict[str, list]:
-        """`dvc status --json`: the stages DVC considers changed, with what changed."""
-        out = self.run("status", "--json")
+    def status(self, *targets: str) -> dict[str, list]:
+        """`dvc status --json [targets]`: the stages DVC considers changed, with what changed (a target:
+        a recipe's dvc.yaml path, or a stage address)."""
+        out = self.run("status", "--json", *targets)
         start = out.find("{")
         return json.loads(out[start:]) if start >= 0 else {}

@@ -1,6 +1,6 @@
 """A sensor that reconciles runs made outside Dagster (`dvc repro`, `dvc pull`, `git checkout`).
 
-Each tick compares every dvc.lock entry (and the provenance it implies) with what Dagster last
+Each tick compares every dvc.lock entry of every recipe (and the provenance it implies) with what Dagster last
 recorded for that asset; where they differ it reports a runless materialization carrying the
 code version, data version and input data versions derived from dvc.lock, so Dagster's stale/fresh
 view equals `dvc status`.
@@ -19,16 +19,20 @@ from dagster._core.definitions.data_version import (
     NULL_EVENT_POINTER,
 )
 
-from dagster_project.dvc_integration.assets import LOCK_ENTRY_TAG, SOURCE_TAG, materialization_parts
+from dagster_project.dvc_integration.assets import (
+    LOCK_ENTRY_TAG,
+    SOURCE_TAG,
+    as_project,
+    materialization_parts,
+)
 from dagster_project.dvc_integration.checks import check_definitions, check_evaluations
-from dagster_project.dvc_integration.project import (
-    DvcStage,
+from dagster_project.dvc_integration.project import DvcProject, Recipe
+from dagster_project.dvc_integration.translator import DvcTranslator
+from dagster_project.dvc_integration.versions import (
     code_version_from_lock,
     input_versions_from_lock,
-    load_stages,
     read_lock,
 )
-from dagster_project.dvc_integration.translator import DvcTranslator
 
 
 def _git_commit(root: Path) -> str | None:
@@ -42,11 +46,12 @@ def _git_commit(root: Path) -> str | None:
 
 
 def expected_events(
-    root: Path, stages: list[DvcStage], translator: DvcTranslator, instance: dg.DagsterInstance
+    root: Path, recipe: Recipe, translator: DvcTranslator, instance: dg.DagsterInstance
 ) -> list[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """Runless materializations for every stage whose dvc.lock entry Dagster has not recorded, each
-    followed by the evaluations of the stage's declared checks (`meta.dagster.checks`)."""
-    lock = read_lock(root)
+    """Runless materializations for every stage of `recipe` whose dvc.lock entry Dagster has not
+    recorded, each followed by the evaluations of the stage's declared checks (`meta.dagster.checks`)."""
+    lock = read_lock(root, recipe)
+    stages = recipe.stages
     by_name = {s.name: s for s in stages}
     commit = None
     events = []
@@ -55,7 +60,7 @@ def expected_events(
         if not entry:
             continue
         key = translator.get_asset_key(stage)
-        data_version, tags, metadata = materialization_parts(root, stage)
+        data_version, tags, metadata = materialization_parts(root, recipe, stage)
         tags[CODE_VERSION_TAG] = code_version_from_lock(stage, stages, entry)
         if data_version:
             tags[DATA_VERSION_TAG] = data_version
@@ -82,34 +87,40 @@ def expected_events(
         if commit:
             tags["dvc/git_commit"] = commit
         events.append(dg.AssetMaterialization(asset_key=key, tags=tags, metadata=metadata))
-        events.extend(check_evaluations(root, key, check_definitions(stage.dagster_meta)))
+        events.extend(check_evaluations(root / stage.wdir, key, check_definitions(stage.dagster_meta)))
     return events
 
 
 def build_dvc_lock_sensor(
-    project_dir: str | Path,
+    project: "DvcProject | str | Path",
     translator: DvcTranslator | None = None,
     minimum_interval_seconds: int = 15,
 ) -> dg.SensorDefinition:
-    """The reconciling sensor for the DVC project at `project_dir` (running by default)."""
-    root = Path(project_dir)
+    """The one reconciling sensor for every recipe that loaded (running by default): each tick reads
+    each recipe's dvc.lock."""
+    project = as_project(project)
     translator = translator or DvcTranslator()
-    stages = load_stages(root)
-    asset_keys = [translator.get_asset_key(s) for s in stages]
+    recipes = project.ok_recipes
+    asset_keys = [translator.get_asset_key(s) for r in recipes for s in r.stages]
 
     @dg.sensor(
         name="dvc_lock_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         asset_selection=asset_keys,
-        description="Reports runless materializations for dvc.lock entries made outside Dagster.",
+        description="Reports runless materializations for dvc.lock entries made outside Dagster, "
+        f"for the recipes {', '.join(r.name for r in recipes) or '(none)'}.",
     )
     def dvc_lock_sensor(context: dg.SensorEvaluationContext):
-        events = expected_events(root, stages, translator, context.instance)
+        events = []
+        for recipe in recipes:
+            found = expected_events(project.root, recipe, translator, context.instance)
+            if found:
+                n = sum(isinstance(e, dg.AssetMaterialization) for e in found)
+                context.log.info(f"recipe {recipe.name}: reconciling {n} asset(s) from {recipe.dvc_lock}")
+            events.extend(found)
         if not events:
-            return dg.SkipReason("dvc.lock matches what Dagster recorded")
-        n = sum(isinstance(e, dg.AssetMaterialization) for e in events)
-        context.log.info(f"reconciling {n} asset(s) from dvc.lock")
+            return dg.SkipReason("every recipe's dvc.lock matches what Dagster recorded")
         return dg.SensorResult(asset_events=events)
 
     return dvc_lock_sensor

@@ -1,5 +1,10 @@
-"""Translate a DVC stage into a Dagster AssetSpec: key, deps, group, description, versions."""
+"""Translate a DVC stage into a Dagster AssetSpec: key, deps, group, description, versions.
 
+Like dagster-dbt's key-prefix translator: every asset key starts with its recipe's name, and the
+recipe is the asset group, so recipes with the same stage or folder names never collide.
+"""
+
+import re
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -8,25 +13,45 @@ import dagster as dg
 from dagster_project.dvc_integration.project import DvcStage, asset_folder
 
 
+def dagster_name(text: str) -> str:
+    """`text` as a valid Dagster name (letters, digits and `_`): `train@small` -> `train_small`."""
+    return re.sub(r"\W", "_", text) or "_"
+
+
 class DvcTranslator:
     """Maps DVC stages to asset specs. Subclass and override a method to change one mapping."""
 
+    def get_key_prefix(self, stage: DvcStage) -> list[str]:
+        """The recipe's name: `AssetKey([recipe, asset])`."""
+        return [stage.recipe]
+
+    def get_asset_name(self, stage: DvcStage) -> str:
+        """The name of the folder that holds the stage's outputs (a noun), or the stage's name when its
+        outputs lie directly in its recipe folder (or it has none)."""
+        if stage.outs:
+            folder = asset_folder(stage)
+            if folder not in (stage.wdir, "."):
+                return dagster_name(PurePosixPath(folder).name)
+        return dagster_name(stage.name)
+
     def get_asset_key(self, stage: DvcStage) -> dg.AssetKey:
-        """The asset key is the name of the folder that holds the stage's outputs (a noun)."""
-        return dg.AssetKey(PurePosixPath(asset_folder(stage)).name)
+        return dg.AssetKey([*self.get_key_prefix(stage), self.get_asset_name(stage)])
 
     def get_group_name(self, stage: DvcStage) -> str | None:
-        return stage.dagster_meta.get("group")
+        """The recipe is the group (`meta.dagster.group` becomes the tag `group`)."""
+        return dagster_name(stage.recipe)
 
     def get_description(self, stage: DvcStage) -> str:
         text = stage.dagster_meta.get("description") or f"Outputs of DVC stage `{stage.name}`."
-        return f"{text}\n\nDVC stage `{stage.name}`: `{stage.cmd}`"
+        return f"{text}\n\nDVC stage `{stage.address}`: `{stage.cmd}`"
 
     def get_owners(self, stage: DvcStage) -> list[str]:
         return list(stage.dagster_meta.get("owners") or [])
 
     def get_tags(self, stage: DvcStage) -> dict[str, str]:
         tags = {str(k): str(v) for k, v in (stage.dagster_meta.get("tags") or {}).items()}
+        if stage.dagster_meta.get("group"):
+            tags.setdefault("group", str(stage.dagster_meta["group"]))
         return tags
 
     def get_pool(self, stage: DvcStage) -> str | None:
@@ -34,7 +59,8 @@ class DvcTranslator:
 
     def get_metadata(self, stage: DvcStage) -> dict[str, Any]:
         return {
-            "dvc/stage": stage.name,
+            "dvc/recipe": stage.recipe,
+            "dvc/stage": stage.address,
             "dvc/cmd": dg.MetadataValue.text(stage.cmd),
             "dvc/outs": dg.MetadataValue.json(list(stage.outs)),
             "dvc/deps": dg.MetadataValue.json(list(stage.deps)),
@@ -44,7 +70,7 @@ class DvcTranslator:
     def get_spec(
         self, stage: DvcStage, stages_by_name: dict[str, DvcStage], code_version: str | None
     ) -> dg.AssetSpec:
-        """The full AssetSpec for one stage."""
+        """The full AssetSpec for one stage (`stages_by_name`: the stages of its recipe)."""
         return dg.AssetSpec(
             key=self.get_asset_key(stage),
             deps=[self.get_asset_key(stages_by_name[u]) for u in stage.upstream],
