@@ -220,3 +220,108 @@ def set_param(root: Path, section: str, key: str, value) -> None:
     data = yaml.safe_load(path.read_text())
     data[section][key] = value
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several recipes in one repo: the root recipe above plus examples/alpha and examples/beta (cheap stages).
+
+# alpha reuses the root's steps.py from its own folder (a dep outside the recipe: `../../steps.py`) and
+# adds a stage writing a metrics file.
+ALPHA_SCORE = (
+    "import json, pathlib; t = pathlib.Path('assets/synthesized/examples.txt').read_text(); "
+    "pathlib.Path('assets/score').mkdir(exist_ok=True); "
+    "pathlib.Path('assets/score/metrics.json').write_text(json.dumps({'chars': len(t), 'lines': t.count(chr(10))}))"
+)
+ALPHA_DVC = {
+    "stages": {
+        "retrieve": {
+            "cmd": "python ../../steps.py retrieve",
+            "deps": ["../../steps.py", "data/source.txt"],
+            "params": ["retrieve"],
+            "outs": ["assets/corpus"],
+            "meta": {"dagster": {"description": "Alpha's passages.", "owners": ["team:alpha"]}},
+        },
+        "synthesize": {
+            "cmd": "python ../../steps.py synthesize",
+            "deps": ["../../steps.py", "assets/corpus"],
+            "params": ["synthesize"],
+            "outs": ["assets/synthesized"],
+        },
+        "score": {
+            "cmd": f'python -c "{ALPHA_SCORE}"',
+            "deps": ["assets/synthesized"],
+            "metrics": ["assets/score/metrics.json"],
+        },
+    }
+}
+ALPHA_PARAMS = {"retrieve": {"repeat": 3}, "synthesize": {"suffix": "?"}}
+
+# beta: a foreach over params (DVC resolves `${}`), stage names with `@`.
+BETA_CORPUS = (
+    "import pathlib; p = pathlib.Path('assets/corpus'); p.mkdir(parents=True, exist_ok=True); "
+    "(p / 'c.txt').write_text(pathlib.Path('data/in.txt').read_text().upper())"
+)
+BETA_SHARD = (
+    "import pathlib; p = pathlib.Path('assets/shard_${item}'); p.mkdir(parents=True, exist_ok=True); "
+    "(p / 's.txt').write_text(pathlib.Path('assets/corpus/c.txt').read_text() * ${item})"
+)
+BETA_DVC = {
+    "stages": {
+        "corpus": {"cmd": f'python -c "{BETA_CORPUS}"', "deps": ["data/in.txt"], "outs": ["assets/corpus"]},
+        "shard": {
+            "foreach": "${shards}",
+            "do": {"cmd": f'python -c "{BETA_SHARD}"', "deps": ["assets/corpus"], "outs": ["assets/shard_${item}"]},
+        },
+    }
+}
+BETA_PARAMS = {"shards": [1, 2]}
+
+# A dvc.yaml DVC cannot parse, and a recipe whose params do not validate against its stage kind.
+BROKEN_DVC_YAML = "stages:\n  oops: [\n"
+BAD_PARAMS_DVC = {
+    "stages": {
+        "retrieve": {
+            "cmd": "python -m dagster_project.stages.retrieve --params params.yaml --out assets/corpus",
+            "params": ["retrieve"],
+            "outs": ["assets/corpus"],
+        }
+    }
+}
+BAD_PARAMS = {"retrieve": {"top_kk": 3}}
+
+
+def write_recipe(folder: Path, dvc_yaml: dict | str, params: dict | None = None, data: dict | None = None) -> None:
+    """Write a recipe folder: dvc.yaml (a mapping, or raw text), params.yaml and small data files."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = dvc_yaml if isinstance(dvc_yaml, str) else yaml.safe_dump(dvc_yaml, sort_keys=False)
+    (folder / "dvc.yaml").write_text(text)
+    if params is not None:
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name, content in (data or {}).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content)
+
+
+def make_multi_recipe_repo(root: Path, broken: bool = False) -> Path:
+    """A committed git+DVC repo at `root` with three recipes: the root (`default`, the five-stage shape
+    of `fixture_repo`), `examples/alpha` and `examples/beta`; with `broken`, also `examples/broken`
+    (unparseable dvc.yaml) and `examples/badparams` (params its stage kind rejects)."""
+    (root / "data").mkdir(parents=True)
+    (root / "steps.py").write_text(STEPS_PY)
+    (root / "dvc.yaml").write_text(textwrap.dedent(DVC_YAML))
+    (root / "params.yaml").write_text(textwrap.dedent(PARAMS_YAML))
+    (root / "data" / "source.txt").write_text("alpha beta\ngamma delta\nepsilon\n")
+    (root / ".gitignore").write_text("runs.log\n")
+    write_recipe(root / "examples/alpha", ALPHA_DVC, ALPHA_PARAMS, {"data/source.txt": "one two\nthree\n"})
+    write_recipe(root / "examples/beta", BETA_DVC, BETA_PARAMS, {"data/in.txt": "beta text\n"})
+    if broken:
+        write_recipe(root / "examples/broken", BROKEN_DVC_YAML)
+        write_recipe(root / "examples/badparams", BAD_PARAMS_DVC, BAD_PARAMS)
+    run(["git", "init", "-q"], cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "-qm", "recipes"], cwd=root)
+    return root

@@ -3,8 +3,8 @@
 The repo's dvc.yaml files (read once, via DVC) become a project of recipes (`project`), each recipe's
 stages become asset specs under the recipe's key prefix and group (`translator`), each asset
 materializes by running DVC (`resource`), versions come from each recipe's dvc.lock (`versions`), a
-sensor reconciles runs made outside Dagster (`sensor`), and a broken recipe is reported by name
-(`errors`). No domain logic lives here.
+sensor reconciles runs made outside Dagster (`sensor`), a broken recipe is reported by name
+(`errors`), and `location` composes them into one code location. No domain logic lives here.
 """
 
 from dagster_project.dvc_integration.assets import build_dvc_assets, build_recipe_assets
@@ -13,6 +13,7 @@ from dagster_project.dvc_integration.errors import (
     log_recipe_errors,
     vet_recipes,
 )
+from dagster_project.dvc_integration.location import build_code_location
 from dagster_project.dvc_integration.project import DvcProject, DvcStage, Recipe, load_project
 from dagster_project.dvc_integration.resource import DvcCliResource
 from dagster_project.dvc_integration.sensor import build_dvc_lock_sensor
@@ -24,6 +25,7 @@ __all__ = [
     "DvcStage",
     "DvcTranslator",
     "Recipe",
+    "build_code_location",
     "build_dvc_assets",
     "build_dvc_lock_sensor",
     "build_recipe_assets",

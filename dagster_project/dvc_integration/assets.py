@@ -28,7 +28,7 @@ def materialization_parts(
 ) -> tuple[str | None, dict[str, str], dict]:
     """Data version, provenance tags and metadata of a stage as its recipe's dvc.lock and outputs say now."""
     entry = read_lock(root, recipe).get(stage.name)
-    tags = {STAGE_TAG: stage.name, RECIPE_TAG: recipe.name}
+    tags = {STAGE_TAG: dagster_name(stage.name), RECIPE_TAG: recipe.name}  # tag values: [A-Za-z0-9_.-]
     lock_hash = lock_entry_hash(entry)
     if lock_hash:
         tags[LOCK_ENTRY_TAG] = lock_hash

@@ -32,7 +32,7 @@ def vet_recipes(project: DvcProject, translator: DvcTranslator | None = None) ->
 
 def recipe_error_message(recipe: Recipe) -> str:
     """What a broken recipe's log line and sensor ticks say."""
-    return f"recipe {recipe.name!r} ({recipe.dvc_yaml}) did not load, so it has no assets: {recipe.error}"
+    return f"recipe {recipe.name!r} did not load, so it has no assets: {recipe.error}"
 
 
 def log_recipe_errors(project: DvcProject) -> None:

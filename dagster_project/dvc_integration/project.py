@@ -13,6 +13,7 @@ relative to the repo root (POSIX), also for recipes in subfolders; `versions.rea
 folder-relative paths of each recipe's dvc.lock.
 """
 
+import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable
@@ -206,8 +207,8 @@ def _collect(repo: Any, root: Path, on_error: Callable[[str, str], None]) -> Ite
     DVC cannot read is passed to `on_error` with DVC's message and skipped."""
     from dvc.repo.index import collect_files
 
-    def onerror(path: str, exc: Exception) -> None:
-        on_error(repo_relative(root, str(root / path)), _error_text(exc))
+    def onerror(path: str, exc: Exception) -> None:  # DVC passes the path relative to the cwd
+        on_error(repo_relative(root, os.path.abspath(path)), _error_text(exc))
 
     for path, index in collect_files(repo, onerror=onerror):
         rel = repo_relative(root, path)
@@ -216,7 +217,8 @@ def _collect(repo: Any, root: Path, on_error: Callable[[str, str], None]) -> Ite
 
 
 def load_project(root: Path | str, *, validate_params: bool = True, code_versions: bool = True) -> DvcProject:
-    """Every recipe of the DVC repo at `root`, its stages resolved by DVC, in folder order (root first).
+    """Every recipe of the DVC repo at (or above) `root`, its stages resolved by DVC, in folder order
+    (the repo root's recipe first).
 
     A recipe whose dvc.yaml DVC cannot read, or whose params do not validate
     (`params_schema.validate_recipe`), is kept with its `error` and no stages; the others load.
@@ -226,7 +228,6 @@ def load_project(root: Path | str, *, validate_params: bool = True, code_version
 
     from dagster_project.dvc_integration.versions import code_versions_from_workspace
 
-    root = Path(root).resolve()
     found: dict[str, Recipe] = {}
 
     def add(folder: str, **kwargs: Any) -> None:
@@ -239,6 +240,7 @@ def load_project(root: Path | str, *, validate_params: bool = True, code_version
 
     errors: dict[str, str] = {}
     with Repo(str(root)) as repo:
+        root = Path(repo.root_dir).resolve()  # `root` may be a folder inside the repo
         for dvc_yaml, dvc_stages in _collect(repo, root, lambda path, msg: errors.setdefault(path, msg)):
             folder = posixpath.dirname(dvc_yaml) or "."
             try:

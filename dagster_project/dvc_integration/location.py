@@ -1,0 +1,42 @@
+"""One Dagster code location for every recipe of a repo: what `definitions.py` serves."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_project.dvc_integration.assets import build_dvc_assets
+from dagster_project.dvc_integration.errors import build_recipe_error_sensors, log_recipe_errors, vet_recipes
+from dagster_project.dvc_integration.project import DvcProject, load_project
+from dagster_project.dvc_integration.resource import DvcCliResource
+from dagster_project.dvc_integration.sensor import build_dvc_lock_sensor
+from dagster_project.dvc_integration.translator import DvcTranslator
+
+
+def recipe_jobs(project: DvcProject) -> list:
+    """`main` (every recipe) and one job per recipe, `recipe__<name>` (its group)."""
+    jobs = [dg.define_asset_job("main", selection=dg.AssetSelection.all(), description="Every recipe.")]
+    for r in project.ok_recipes:
+        jobs.append(
+            dg.define_asset_job(
+                f"recipe__{r.name}",
+                selection=dg.AssetSelection.groups(r.name),
+                description=f"The recipe `{r.name}` ({r.dvc_yaml}).",
+            )
+        )
+    return jobs
+
+
+def build_code_location(
+    project_dir: "str | Path | DvcProject", translator: DvcTranslator | None = None
+) -> dg.Definitions:
+    """Every recipe's stages as assets (prefixed and grouped by recipe), the dvc CLI resource, the
+    reconciling sensor, and an error sensor per broken recipe (also logged)."""
+    project = project_dir if isinstance(project_dir, DvcProject) else load_project(project_dir)
+    project = vet_recipes(project, translator)
+    log_recipe_errors(project)
+    return dg.Definitions(
+        assets=build_dvc_assets(project, translator),
+        jobs=recipe_jobs(project),
+        sensors=[build_dvc_lock_sensor(project, translator), *build_recipe_error_sensors(project)],
+        resources={"dvc": DvcCliResource(project_dir=str(project.root))},
+    )
