@@ -1,253 +1,118 @@
-"""The schema of params.yaml: every knob, its type and allowed values, checked before any work.
+"""Typed params for stage kinds, and the validation of a recipe's params.yaml before any work.
 
-`validate_params` turns pydantic's errors into messages that name the key, what is allowed and the
-fix, e.g. ``params.yaml: dedup.near_treshold: unknown key; did you mean 'near_threshold'?``.
+Each stage kind (a module of `dagster_project.stages`) declares its own pydantic model `Params`, a
+subclass of `StageParams`, beside its code: every default lives there and nowhere else. A recipe's
+params.yaml has one section per stage (the section a stage reads is its `--section`, by default the
+kind's name), and is validated against the models of the kinds its dvc.yaml uses (`validate_recipe`).
+A stage validates its own section when it starts (`stages.common.load_stage_params`) and receives the
+model.
+
+Errors name the key, what is allowed and the fix, e.g.
+``params.yaml: dedup.near_treshold: unknown key. did you mean 'near_threshold'?``.
+
+Files a params value names are declared in the model with `DataFile` / `PromptFile` (checked to exist,
+relative to the params file's folder); a prompt must also load, carry a `name`, and, when the stage's
+`teacher_model` is the offline teacher, have an offline handler.
 """
 
 import difflib
+import importlib
+import re
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dagster_project.stages.prompt_format import (
-    COMPLETION_FIELDS,
-    DEFAULT_COMPLETION,
-    DEFAULT_PROMPT,
-    PROMPT_FIELDS,
-    PromptFormatError,
-    parse_template,
-)
+OFFLINE_TEACHER = "offline-teacher"
 
 
 class ParamsError(ValueError):
     """params.yaml (or a file it names) is wrong; the message says where and how to fix it."""
 
 
-class _Section(BaseModel):
+class StageParams(BaseModel):
+    """Base of every kind's params model: unknown keys are errors, values are not coerced."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-
-class Source(_Section):
-    """One place grounding passages come from."""
-
-    path: str
-    format: Literal["jsonl", "parquet", "text_dir", "hf_dataset"] = "jsonl"
-    text_field: str = "text"
-    split: str = "train"  # only for hf_dataset
+    def check_files(self, root: Path, section: str) -> list[str]:
+        """Problems with the files this section names (relative to `root`); override to add checks."""
+        return _check_refs(self, root, section)
 
 
-class RetrieveParams(_Section):
-    sources: list[Source] = Field(min_length=1)
-    chunk_words: int = Field(gt=0)
-    chunk_overlap_words: int = Field(ge=0)
-    queries: str
-    top_k: int = Field(gt=0)
+@dataclass(frozen=True)
+class FileRef:
+    """Marks a params field as naming a file: `data` (must exist) or `prompt` (must load)."""
+
+    kind: str  # data | prompt
 
 
-class SynthesizeParams(_Section):
-    prompt: str
-    teacher_model: str
-    questions_per_passage: int = Field(gt=0)
-    temperature: float = Field(ge=0, le=2)
-    seed: int
-    max_attempts: int = Field(ge=1)
+DataFile = Annotated[str, FileRef("data")]
+PromptFile = Annotated[str, FileRef("prompt")]
 
 
-Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
-ExampleField = Literal["question", "answer", "context"]
-Scorer = Literal["ratio", "token_sort_ratio", "token_set_ratio"]
+def _file_ref(annotation: Any) -> FileRef | None:
+    if get_origin(annotation) is Annotated:
+        return next((m for m in get_args(annotation)[1:] if isinstance(m, FileRef)), None)
+    for arg in get_args(annotation):  # Optional[DataFile], DataFile | None
+        ref = _file_ref(arg)
+        if ref:
+            return ref
+    return None
 
 
-class LSHParams(_Section):
-    """MinHash-LSH candidate search: bands x rows hash functions; P(candidate) = 1 - (1 - J^rows)^bands."""
-
-    bands: int = Field(gt=0, le=512)
-    rows: int = Field(gt=0, le=64)
-    shingle_words: int = Field(ge=1, le=8)  # word n-gram size of the shingles (1: bag of words)
-    block_by: str | None  # a column: only rows sharing its value are compared (null: all rows)
-
-
-class DecontaminateParams(_Section):
-    ngram: int = Field(ge=1)  # word n-gram shared with an evaluation text = contaminated
-    ngram_fields: list[ExampleField] = Field(min_length=1)
-    near_fields: list[ExampleField] = Field(min_length=1)
-    near_threshold: float = Field(ge=0, le=100)
-    near_scorer: Scorer
-
-
-class FilterParams(_Section):
-    required: list[ExampleField]  # must be non-blank
-    min_chars: dict[ExampleField, int]
-    max_chars: dict[ExampleField, int]
-    min_latin_ratio: float = Field(ge=0, le=1)  # share of Latin-script letters in the key fields; 0: off
-    refusal_patterns: list[str]  # regexes (case-insensitive) over the key fields
-
-    @field_validator("refusal_patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        import polars as pl
-
-        for pattern in patterns:
-            try:
-                pl.Series([""]).str.contains(pattern)
-            except Exception as exc:  # polars raises its own ComputeError
-                raise ValueError(f"refusal pattern {pattern!r} is not a valid regex: {exc}") from None
-        return patterns
+def _check_refs(model: BaseModel, root: Path, prefix: str) -> list[str]:
+    problems: list[str] = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = f"{prefix}.{name}"
+        ref = next((m for m in info.metadata if isinstance(m, FileRef)), None) or _file_ref(info.annotation)
+        if ref and isinstance(value, str):
+            problems += _check_file(ref, value, root, key, model)
+        elif isinstance(value, StageParams):
+            problems += value.check_files(root, key)
+        elif isinstance(value, BaseModel):
+            problems += _check_refs(value, root, key)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, StageParams):
+                    problems += item.check_files(root, f"{key}.{i}")
+                elif isinstance(item, BaseModel):
+                    problems += _check_refs(item, root, f"{key}.{i}")
+    return problems
 
 
-class JudgeParams(_Section):
-    enabled: bool
-    prompt: str
-    teacher_model: str
-    min_score: float  # rows the judge scores below this are removed
-    temperature: float = Field(ge=0, le=2)
-    max_attempts: int = Field(ge=1)
+def _check_file(ref: FileRef, value: str, root: Path, key: str, owner: BaseModel) -> list[str]:
+    path = root / value
+    if not path.exists():
+        return [f"{key}: file '{value}' does not exist; create it or point {key} at an existing file."]
+    if ref.kind != "prompt":
+        return []
+    from dagster_project.teacher.offline import has_handler
+    from dagster_project.teacher.prompts import PromptError, load_prompt
+
+    try:
+        prompt = load_prompt(path)
+    except PromptError as exc:
+        return [f"{key}: {exc}"]
+    if getattr(owner, "teacher_model", None) == OFFLINE_TEACHER and not has_handler(prompt.name):
+        return [
+            f"{key}: prompt '{value}' (name: {prompt.name}) has no offline handler, and teacher_model is "
+            f"{OFFLINE_TEACHER}; set DISTILL_TEACHER_BASE_URL and a real teacher_model, or add a handler "
+            "for it (dagster_project/teacher/offline/, see docs/recipes.md)."
+        ]
+    return []
 
 
-class DedupParams(_Section):
-    key_fields: list[ExampleField] = Field(min_length=1)
-    normalize: list[Normalization]
-    keep: Literal["first", "longest", "highest"]  # which row of a duplicate cluster stays
-    keep_column: str | None  # the column `keep: highest` ranks by
-    near_threshold: float = Field(ge=0, le=100)
-    near_scorer: Scorer
-    lsh: LSHParams
-    decontaminate: DecontaminateParams
-    filters: FilterParams
-    judge: JudgeParams
-    val_fraction: float = Field(gt=0, lt=1)
-    seed: int
-
-    @model_validator(mode="after")
-    def _keep_column_when_highest(self) -> "DedupParams":
-        if self.keep == "highest" and not self.keep_column:
-            raise ValueError("keep: highest needs keep_column (the column to rank by)")
-        return self
+# --------------------------------------------------------------------------------------------- messages
 
 
-class LoraParams(_Section):
-    enabled: bool = False
-    r: int = Field(default=8, gt=0)
-    alpha: float = Field(default=16, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: list[str] | None = None  # null: peft's default for the architecture
-
-
-class PromptFormatParams(_Section):
-    """`train.prompt_format`: how an example becomes prompt and completion (stages/prompt_format.py)."""
-
-    style: Literal["plain", "chat"] = "plain"
-    prompt: str = DEFAULT_PROMPT
-    completion: str = DEFAULT_COMPLETION
-    system: str | None = None
-
-    @field_validator("prompt", "completion")
-    @classmethod
-    def _known_placeholders(cls, template: str, info: ValidationInfo) -> str:
-        allowed = PROMPT_FIELDS if info.field_name == "prompt" else COMPLETION_FIELDS
-        try:
-            parse_template(template, allowed, info.field_name)
-        except PromptFormatError as exc:
-            raise ValueError(exc.reason) from None
-        return template
-
-    @model_validator(mode="after")
-    def _system_needs_chat(self) -> "PromptFormatParams":
-        if self.system is not None and self.style != "chat":
-            raise ValueError("system (a system message) needs style: chat")
-        return self
-
-
-class TrainParams(_Section):
-    base_model: str | None
-    vocab_size: int = Field(ge=300)
-    n_layer: int = Field(gt=0)
-    n_head: int = Field(gt=0)
-    n_embd: int = Field(gt=0)
-    max_length: int = Field(gt=8)
-    epochs: float = Field(gt=0)
-    batch_size: int = Field(gt=0)
-    learning_rate: float = Field(gt=0)
-    warmup_ratio: float = Field(ge=0, lt=1)
-    prompt_loss_weight: float = Field(ge=0)
-    answer_swap_prob: float = Field(ge=0, le=1)
-    seed: int
-    # Optional keys (defaults = the behaviour before they existed; see train.TRAIN_DEFAULTS).
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    packing: bool = False
-    eval_steps: int = Field(default=0, ge=0)
-    early_stopping_patience: int = Field(default=0, ge=0)
-    save_steps: int = Field(default=200, ge=0)
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    torch_compile: bool = False
-    lora: LoraParams = LoraParams()
-    prompt_format: PromptFormatParams = PromptFormatParams()
-
-    @model_validator(mode="after")
-    def _early_stopping_needs_evaluation(self) -> "TrainParams":
-        if self.early_stopping_patience and not self.eval_steps:
-            raise ValueError("early_stopping_patience needs eval_steps > 0 (how often to evaluate)")
-        return self
-
-    @model_validator(mode="after")
-    def _chat_needs_a_pretrained_model(self) -> "TrainParams":
-        if self.prompt_format.style == "chat" and not self.base_model:
-            raise ValueError(
-                "prompt_format.style: chat needs a pretrained chat model as base_model (its tokenizer's "
-                "chat template); the offline default tokenizer (base_model: null) has none: use style: plain"
-            )
-        return self
-
-
-class DiversityParams(_Section):
-    max_texts: int = Field(gt=1)  # seeded sample of training texts for self-BLEU and cosine
-    embedding: Literal["auto", "tfidf", "sentence-transformers"]
-    embedding_model: str | None  # a sentence-transformers name/path; null: the bundled MiniLM if installed
-    reference_texts: str | None  # human texts (JSONL field `text`, or one a line) for MAUVE; null: no MAUVE
-    label_column: str | None  # train.parquet column grouping texts for label-wise cosine; null: not computed
-
-
-class EvaluateParams(_Section):
-    gold_test: str
-    task: Literal["qa", "multi_turn_qa", "classification", "free_text"]
-    labels: list[str]  # classification: the label words the student generates
-    max_new_tokens: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
-    teacher_reference: bool  # the teacher answers the test set too (through the engine, cached)
-    teacher_model: str  # the teacher for reference answers and the free_text judge
-    reference_prompt: str
-    judge_prompt: str
-    bootstrap_resamples: int = Field(ge=100)
-    seed: int
-    diversity: DiversityParams
-
-
-class Params(_Section):
-    retrieve: RetrieveParams
-    synthesize: SynthesizeParams
-    dedup: DedupParams
-    train: TrainParams
-    evaluate: EvaluateParams
-
-
-# Files that params name and that must exist before any stage runs: (section, key).
-_REQUIRED_FILES = [("synthesize", "prompt"), ("retrieve", "queries"), ("evaluate", "gold_test")]
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(root_model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc` (the location of an error), if any."""
-    model: Any = Params
+    model: Any = root_model
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -256,20 +121,23 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             return None
         ann = field.annotation
         args = getattr(ann, "__args__", ())
-        inner = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        nested = [a for arg in args for a in getattr(arg, "__args__", ())]
+        inner = next(
+            (a for a in (ann, *args, *nested) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
         if inner is None:
             return None
         model = inner
     return model
 
 
-def _describe(err: dict[str, Any], source: str) -> str:
+def _describe(err: dict[str, Any], source: str, model: type[BaseModel], prefix: str) -> str:
     loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc)
+    key = ".".join([prefix, *(str(p) for p in loc)]) if loc else prefix
     kind = err["type"]
     if kind == "extra_forbidden":
-        model = _model_at(loc)
-        allowed = sorted(model.model_fields) if model else []
+        owner = _model_at(model, loc)
+        allowed = sorted(owner.model_fields) if owner else []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f" did you mean '{close[0]}'?" if close else ""
         return f"{source}: {key}: unknown key.{hint} Allowed keys here: {', '.join(allowed)}."
@@ -286,63 +154,176 @@ def _describe(err: dict[str, Any], source: str) -> str:
     return f"{source}: {key}: {err['msg']} (got {err.get('input')!r} of type {got})."
 
 
-def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> Params:
-    """Validate a parsed params.yaml; raise ParamsError naming every wrong key and the fix."""
+def validate_section(
+    model: type[StageParams],
+    raw: Any,
+    section: str,
+    root: Path | str = ".",
+    source: str = "params.yaml",
+) -> StageParams:
+    """Validate one params section against a kind's model, then the files it names."""
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(
-            f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}."
-        )
+        raise ParamsError(f"{source}: {section}: expected a mapping of keys, got {type(raw).__name__}.")
     try:
-        params = Params.model_validate(raw)
+        params = model.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(e, source) for e in exc.errors()]
-        raise ParamsError("\n".join(lines)) from None
-    root = Path(root)
-    for section, key in _REQUIRED_FILES:
-        value = getattr(getattr(params, section), key)
-        if not (root / value).exists():
-            raise ParamsError(
-                f"{source}: {section}.{key}: file '{value}' does not exist; create it or point "
-                f"{section}.{key} at an existing file."
-            )
-    judge = params.dedup.judge
-    if judge.enabled and not (root / judge.prompt).exists():
-        raise ParamsError(
-            f"{source}: dedup.judge.prompt: file '{judge.prompt}' does not exist; create it or switch the "
-            "judge off (dedup.judge.enabled: false)."
-        )
-    for i, src in enumerate(params.retrieve.sources):
-        if src.format != "hf_dataset" and not (root / src.path).exists():
-            raise ParamsError(
-                f"{source}: retrieve.sources.{i}.path: '{src.path}' does not exist; fix the path "
-                "or use format: hf_dataset for a Hugging Face dataset name."
-            )
+        raise ParamsError("\n".join(_describe(e, source, model, section) for e in exc.errors())) from None
+    problems = params.check_files(Path(root), section)
+    if problems:
+        raise ParamsError("\n".join(f"{source}: {p}" for p in problems))
     return params
 
 
-def load_params(path: Path | str = "params.yaml") -> tuple[Params, dict[str, Any]]:
-    """Read and validate params.yaml; return the typed params and the raw mapping."""
+def read_params_file(path: Path | str) -> dict[str, Any]:
+    """The parsed params file (a mapping of sections); ParamsError if missing or not YAML."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: params file not found.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return validate_params(raw, root=path.parent, source=str(path.name)), raw
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path.name}: expected a mapping of sections at the top level.")
+    return raw
 
 
-def main() -> None:
-    """`python -m dagster_project.params_schema [params.yaml]`: check params, exit 1 with the reason."""
-    import sys
+# ---------------------------------------------------------------------------------------------- kinds
 
+_KIND_RE = re.compile(r"-m\s+dagster_project\.stages\.(\w+)")
+
+
+def kind_params(kind: str) -> type[StageParams]:
+    """The params model of a stage kind (`Params` in `dagster_project.stages.<kind>`)."""
     try:
-        load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print("params.yaml: ok")
+        module = importlib.import_module(f"dagster_project.stages.{kind}")
+    except ModuleNotFoundError:
+        raise ParamsError(f"unknown stage kind {kind!r} (no module dagster_project.stages.{kind})") from None
+    model = getattr(module, "Params", None)
+    if not (isinstance(model, type) and issubclass(model, StageParams)):
+        raise ParamsError(f"stage kind {kind!r} declares no Params model")
+    return model
 
 
-if __name__ == "__main__":
-    main()
+@dataclass(frozen=True)
+class KindUse:
+    """One stage of a recipe that runs a stage kind: which section of which params file it reads."""
+
+    stage: str
+    kind: str
+    section: str
+    params_file: str  # relative to the recipe folder
+
+
+def kind_uses(cmds: dict[str, str]) -> list[KindUse]:
+    """The stage kinds that commands (stage name -> resolved cmd) run, with their sections."""
+    uses = []
+    for stage, cmd in cmds.items():
+        m = _KIND_RE.search(cmd)
+        if not m:
+            continue
+        try:
+            argv = shlex.split(cmd)
+        except ValueError:
+            argv = cmd.split()
+        opts = {a: b for a, b in zip(argv, argv[1:], strict=False) if a.startswith("--")}
+        kind = m.group(1)
+        uses.append(KindUse(stage, kind, opts.get("--section", kind), opts.get("--params", "params.yaml")))
+    return uses
+
+
+def recipe_commands(recipe_dir: Path | str) -> dict[str, str]:
+    """Stage name -> resolved command of the recipe's dvc.yaml (DVC resolves foreach/matrix/${})."""
+    from dvc.repo import Repo
+
+    recipe_dir = Path(recipe_dir).resolve()
+    dvc_yaml = recipe_dir / "dvc.yaml"
+    if not dvc_yaml.exists():
+        return {}
+    try:
+        with Repo(str(recipe_dir)) as repo:
+            stages = repo.stage.collect(str(dvc_yaml))
+            return {s.name: s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd) for s in stages}
+    except Exception as exc:  # DVC's own parse/interpolation errors
+        raise ParamsError(f"{dvc_yaml}: DVC cannot read it: {exc}") from None
+
+
+def _referenced_names(dvc_yaml: Path) -> set[str]:
+    """Top-level params names dvc.yaml interpolates (`${name...}`): vars, not stage sections."""
+    if not dvc_yaml.exists():
+        return set()
+    return set(re.findall(r"\$\{\s*([A-Za-z_][\w-]*)", dvc_yaml.read_text(encoding="utf-8")))
+
+
+def validate_recipe(recipe_dir: Path | str, cmds: dict[str, str] | None = None) -> dict[str, StageParams]:
+    """Validate every params section the recipe's stages read against their kinds' models.
+
+    A section no stage reads (and dvc.yaml does not interpolate) is an error with a did-you-mean, so a
+    typo in a section name cannot leave a stage silently on its defaults. Returns section -> model.
+    """
+    recipe_dir = Path(recipe_dir)
+    uses = kind_uses(recipe_commands(recipe_dir) if cmds is None else cmds)
+    validated: dict[str, StageParams] = {}
+    errors: list[str] = []
+    by_file: dict[str, list[KindUse]] = {}
+    for use in uses:
+        by_file.setdefault(use.params_file, []).append(use)
+    for params_file, file_uses in by_file.items():
+        path = recipe_dir / params_file
+        raw = read_params_file(path)
+        for use in file_uses:
+            try:
+                validated[use.section] = validate_section(
+                    kind_params(use.kind), raw.get(use.section), use.section, path.parent, params_file
+                )
+            except ParamsError as exc:
+                errors.append(str(exc))
+        used = {u.section for u in file_uses} | _referenced_names(recipe_dir / "dvc.yaml")
+        for name in raw:
+            if name not in used:
+                close = difflib.get_close_matches(name, sorted(used), n=1)
+                hint = f" did you mean '{close[0]}'?" if close else ""
+                errors.append(
+                    f"{params_file}: {name}: no stage reads this section.{hint} Sections the stages read: "
+                    f"{', '.join(sorted(u.section for u in file_uses))}."
+                )
+    if errors:
+        raise ParamsError("\n".join(dict.fromkeys(errors)))
+    return validated
+
+
+def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> dict[str, StageParams]:
+    """Validate a parsed params mapping as the recipe at `root` uses it (its dvc.yaml's kinds); without a
+    dvc.yaml, each section whose name is a stage kind is validated against that kind."""
+    root = Path(root)
+    if not isinstance(raw, dict):
+        raise ParamsError(
+            f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}."
+        )
+    if (root / "dvc.yaml").exists():
+        uses = kind_uses(recipe_commands(root))
+    else:
+        uses = [KindUse(s, s, s, source) for s in raw if _is_kind(s)]
+    errors, validated = [], {}
+    for use in uses:
+        try:
+            validated[use.section] = validate_section(
+                kind_params(use.kind), raw.get(use.section), use.section, root, source
+            )
+        except ParamsError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ParamsError("\n".join(dict.fromkeys(errors)))
+    return validated
+
+
+def _is_kind(name: str) -> bool:
+    try:
+        kind_params(name)
+    except ParamsError:
+        return False
+    return True

@@ -1,8 +1,9 @@
 """Teacher-as-judge filter: the teacher engine rates each row with a judge prompt (prompts/judge_*.yaml,
 answer `{"score": int, ...}`); rows rated below a threshold are removed by the caller.
 
-Every call goes through `TeacherEngine` (cache, retries, validation), so a rerun with the same prompt and
-rows is free. A row the judge could not rate (every sample rejected) gets no score and is kept; the
+Every call goes through the teacher primitive (`teacher.mapping`: cache, retries, validation, the prompt's
+declared checks), so a rerun with the same prompt and rows is free. A row the judge could not rate (every
+sample rejected) gets no score and is kept; the
 caller counts those.
 """
 
@@ -11,8 +12,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from dagster_project.teacher.engine import TeacherEngine, TeacherRequest
+from dagster_project.teacher.engine import TeacherEngine
+from dagster_project.teacher.mapping import build_requests, map_prompt
 from dagster_project.teacher.prompts import load_prompt
+
+ROW = "_judged_row"
 
 
 def judge_scores(
@@ -33,19 +37,23 @@ def judge_scores(
     missing = sorted(prompt.variables - set(df.columns))
     if missing:
         raise ValueError(f"{prompt_path}: the rows have no column(s) {missing} for the judge prompt")
-    rows = df.select(sorted(prompt.variables)).iter_rows(named=True)
-    requests = [
-        TeacherRequest.from_prompt(prompt, model=model, temperature=temperature, seed=seed, **row)
-        for row in rows
-    ]
+    rows = df.select(sorted(prompt.variables)).with_row_index(ROW).to_dicts()
+    requests = build_requests(
+        prompt,
+        rows,
+        model=model,
+        variables={v: v for v in prompt.variables},
+        temperature=temperature,
+        seed=seed,
+    )
     own = engine is None
     engine = engine or TeacherEngine(max_attempts=max_attempts)
     try:
-        results = engine.run(requests)
+        result = map_prompt(engine, prompt, requests, carry={ROW: ROW})
     finally:
         if own:
-            engine.cache.close()
-    scores = np.array(
-        [float(r.value["score"]) if r.ok and isinstance(r.value, dict) else np.nan for r in results]
-    )
+            engine.close()
+    scores = np.full(df.height, np.nan)
+    for row in result.rows:
+        scores[row[ROW]] = float(row["score"])
     return scores, {**engine.counters.as_dict(), "backend": engine.backend_kind}

@@ -1,7 +1,9 @@
 """What every stage shares: reading its params section, atomic output folders, small writers.
 
-A stage sees only the params section it declares in dvc.yaml (`load_stage_params`); the returned
-mapping records which keys the stage read, so a test can check that the two agree.
+A stage sees only the params section it declares in dvc.yaml (`load_stage_params`): it is validated
+against the stage kind's `Params` model, and the stage receives the model (every default lives in the
+model). Under DISTILL_PARAMS_ACCESS_LOG each stage records the section it read, so a test can check
+that what a stage reads and what it declares agree.
 """
 
 import argparse
@@ -16,7 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster_project.params_schema import ParamsError, load_params
+from dagster_project.params_schema import (
+    ParamsError,
+    StageParams,
+    kind_params,
+    read_params_file,
+    validate_section,
+)
 
 
 class TrackedParams(Mapping[str, Any]):
@@ -51,19 +59,36 @@ LOADED: list[TrackedParams] = []
 PARAMS_ACCESS_LOG_ENV = "DISTILL_PARAMS_ACCESS_LOG"
 
 
-def load_stage_params(params_path: str | Path, section: str) -> TrackedParams:
-    """Validate the whole params file (fail before any work), then return only `section`."""
+def load_stage_params(params_path: str | Path, section: str, model: type[StageParams] | None = None) -> Any:
+    """Validate `section` of the params file against `model` (fail before any work, exit 2 naming the key
+    and the fix) and return the validated model.
+
+    Without `model` (a stage not yet typed) the section is validated against the kind named `section`
+    and returned as a read-tracking mapping of the raw values.
+    """
+    params_path = Path(params_path)
     try:
-        _, raw = load_params(params_path)
+        raw = read_params_file(params_path)
+        if section not in raw and model is None:
+            raise ParamsError(f"{params_path.name}: {section}: required key is missing; add the section.")
+        validated = validate_section(
+            model or kind_params(section), raw.get(section), section, params_path.parent, params_path.name
+        )
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    tracked = TrackedParams(raw[section], section)
-    LOADED.append(tracked)
     log_path = os.environ.get(PARAMS_ACCESS_LOG_ENV)
-    if log_path:
-        atexit.register(_log_access, Path(log_path), section, tracked)
-    return tracked
+    if model is None:
+        tracked = TrackedParams(raw[section], section)
+        LOADED.append(tracked)
+        if log_path:
+            atexit.register(_log_access, Path(log_path), section, tracked)
+        return tracked
+    if log_path:  # a typed stage reads its whole section: every key is validated and used through it
+        whole = TrackedParams(raw.get(section) or {}, section)
+        whole.accessed.update(f"{section}.{k}" for k in whole)
+        atexit.register(_log_access, Path(log_path), section, whole)
+    return validated
 
 
 def _log_access(log_path: Path, section: str, tracked: TrackedParams) -> None:
@@ -100,8 +125,13 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the `--params` option every stage takes."""
+def stage_parser(description: str, kind: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage takes: `--params` (the params file) and, for a
+    typed kind, `--section` (the params section this stage reads; default: the kind's name)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="path to params.yaml")
+    if kind is not None:
+        parser.add_argument(
+            "--section", default=kind, help=f"the params section this stage reads (default: {kind})"
+        )
     return parser

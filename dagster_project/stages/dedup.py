@@ -1,14 +1,15 @@
-"""Stage `dedup`: curate the synthetic examples - quality filters, decontamination against the evaluation
+"""Stage kind `dedup`: curate synthetic rows - quality filters, decontamination against the evaluation
 sets, exact and near-duplicate removal (MinHash-LSH, no all-pairs), an optional teacher-as-judge filter -
-and split the rest into train/val by passage. Nothing is dropped without a trace.
+and split the rest into train/val by group (`split_by`, e.g. passage). Nothing is dropped without a trace.
 
     python -m dagster_project.stages.dedup --params params.yaml --synthesized assets/synthesized \\
         --gold data/demo_world/gold_test.jsonl [more_eval.jsonl ...] --out assets/deduped
 
-Reads only the `dedup` section of params.yaml. Input: `<synthesized>/examples.parquet` (id, passage_id,
-context, question, answer, ...; every column is passed through). `--gold` takes every evaluation set the
-recipe declares (jsonl rows with id, question, answer[, context]). Writes into the output folder
-(atomically):
+Reads one params section (`Params`; `--section`, default `dedup`). Input: `<synthesized>/examples.parquet`
+(an `id` column and the columns the params name - key_fields, filters, split_by; every column is
+passed through). `--gold` takes every evaluation set the recipe declares (jsonl rows; the decontamination
+fields are read from columns of the same names, lists such as SQuAD's `answers` joined). Writes into the
+output folder (atomically):
     train.parquet, val.parquet  the kept examples (input columns); val passages never occur in train
     removed.parquet             every removed row: id, reason, duplicate_of (the kept row or the evaluation
                                 row it duplicates), score, detail (which check, field, pattern or set),
@@ -39,14 +40,109 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
 from dagster_project.curation import clusters, decontaminate, diversity, filters, minhash, normalize
+from dagster_project.params_schema import FileRef, StageParams, _check_file
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+
+Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
+Scorer = Literal["ratio", "token_sort_ratio", "token_set_ratio"]
+REFUSALS = [
+    r"\bas an ai\b",
+    r"\bi(?: am|'m) (?:sorry|unable)\b",
+    r"\bi can(?:no|')t (?:help|answer|assist)\b",
+]
+
+
+class LSHParams(StageParams):
+    """MinHash-LSH candidate search: bands x rows hash functions; P(candidate) = 1 - (1 - J^rows)^bands."""
+
+    bands: int = Field(default=20, gt=0, le=512)
+    rows: int = Field(default=6, gt=0, le=64)
+    shingle_words: int = Field(default=1, ge=1, le=8)  # word n-gram size of the shingles (1: bag of words)
+    block_by: str | None = None  # a column: only rows sharing its value are compared (null: all rows)
+
+
+class DecontaminateParams(StageParams):
+    """Against every evaluation set given with --gold (columns of the same names in the gold rows)."""
+
+    ngram: int = Field(default=13, ge=1)  # word n-gram shared with an evaluation text = contaminated
+    ngram_fields: list[str] = Field(default=["question", "answer"], min_length=1)
+    near_fields: list[str] = Field(default=["question"], min_length=1)
+    near_threshold: float = Field(default=95.0, ge=0, le=100)
+    near_scorer: Scorer = "token_sort_ratio"
+
+
+class FilterParams(StageParams):
+    required: list[str] = ["question", "answer"]  # columns that must be non-blank
+    min_chars: dict[str, int] = {}
+    max_chars: dict[str, int] = {}
+    min_latin_ratio: float = Field(
+        default=0.5, ge=0, le=1
+    )  # share of Latin letters in the key fields; 0: off
+    refusal_patterns: list[str] = REFUSALS  # regexes (case-insensitive) over the key fields
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                pl.Series([""]).str.contains(pattern)
+            except Exception as exc:  # polars raises its own ComputeError
+                raise ValueError(f"refusal pattern {pattern!r} is not a valid regex: {exc}") from None
+        return patterns
+
+
+class JudgeParams(StageParams):
+    enabled: bool = False
+    prompt: str = "prompts/judge_quality.yaml"  # checked only when enabled (check_files)
+    teacher_model: str = "offline-teacher"
+    min_score: float = 3  # rows the judge scores below this are removed
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_attempts: int = Field(default=2, ge=1)
+
+    def check_files(self, root: Path, section: str) -> list[str]:
+        if not self.enabled:
+            return []
+        if not (root / self.prompt).exists():
+            return [
+                f"{section}.prompt: file '{self.prompt}' does not exist; create it or switch the judge off "
+                f"({section}.enabled: false)."
+            ]
+        return _check_file(FileRef("prompt"), self.prompt, root, f"{section}.prompt", self)
+
+
+class Params(StageParams):
+    """`dedup`: filters, decontamination, exact and near dedup, the judge filter and the split."""
+
+    key_fields: list[str] = Field(min_length=1)  # the columns that make a row's dedup key
+    normalize: list[Normalization] = ["nfkc", "lowercase", "punctuation", "whitespace"]
+    keep: Literal["first", "longest", "highest"] = "first"  # which row of a duplicate cluster stays
+    keep_column: str | None = None  # the column `keep: highest` ranks by
+    near_threshold: float = Field(default=95.0, ge=0, le=100)
+    near_scorer: Scorer = "token_sort_ratio"
+    lsh: LSHParams = LSHParams()
+    decontaminate: DecontaminateParams = DecontaminateParams()
+    filters: FilterParams = FilterParams()
+    judge: JudgeParams = JudgeParams()
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    split_by: str | None = (
+        "passage_id"  # rows sharing this column's value land in the same split (null: rows)
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _keep_column_when_highest(self) -> "Params":
+        if self.keep == "highest" and not self.keep_column:
+            raise ValueError("keep: highest needs keep_column (the column to rank by)")
+        return self
+
 
 FILTER_REASONS = ("empty_field", "too_short", "too_long", "charset", "refusal")
 REASONS = (*FILTER_REASONS, "contaminated", "exact_duplicate", "near_duplicate", "judge_low_score")
@@ -67,8 +163,18 @@ CLUSTER_EXAMPLES = 5
 # Inputs
 
 
-def load_eval_sets(paths: list[Path]) -> pl.DataFrame:
-    """All evaluation rows: eval_set (file name), id, question, answer, context (missing fields empty)."""
+def _text(value: Any) -> str:
+    """An evaluation field as text: a list (e.g. SQuAD's `answers`) is joined, a missing one empty."""
+    if isinstance(value, dict):  # SQuAD: {"text": [...], "answer_start": [...]}
+        value = value.get("text", "")
+    if isinstance(value, list):
+        return " ".join(_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def load_eval_sets(paths: list[Path], fields: list[str] | None = None) -> pl.DataFrame:
+    """All evaluation rows: eval_set (file name), id, and the `fields` (missing ones empty)."""
+    fields = list(dict.fromkeys(fields or EVAL_FIELDS))
     frames = []
     for path in paths:
         rows = [
@@ -79,15 +185,13 @@ def load_eval_sets(paths: list[Path]) -> pl.DataFrame:
                 {
                     "eval_set": [Path(path).name] * len(rows),
                     "id": [str(r.get("id", i)) for i, r in enumerate(rows)],
-                    **{f: [str(r.get(f) or "") for r in rows] for f in EVAL_FIELDS},
+                    **{f: [_text(r.get(f)) for r in rows] for f in fields},
                 },
-                schema={"eval_set": pl.String, "id": pl.String, **{f: pl.String for f in EVAL_FIELDS}},
+                schema={"eval_set": pl.String, "id": pl.String, **{f: pl.String for f in fields}},
             )
         )
     if not frames:
-        return pl.DataFrame(
-            schema={"eval_set": pl.String, "id": pl.String, **{f: pl.String for f in EVAL_FIELDS}}
-        )
+        return pl.DataFrame(schema={"eval_set": pl.String, "id": pl.String, **{f: pl.String for f in fields}})
     return pl.concat(frames)
 
 
@@ -128,13 +232,13 @@ def _removed(
 
 
 def step_filters(df: pl.DataFrame, params: Any, key_fields: list[str]) -> pl.DataFrame:
-    f = params["filters"]
+    f = params.filters
     cfg = filters.FilterConfig(
-        required=list(f["required"]),
-        min_chars=dict(f["min_chars"]),
-        max_chars=dict(f["max_chars"]),
-        min_latin_ratio=float(f["min_latin_ratio"]),
-        refusal_patterns=list(f["refusal_patterns"]),
+        required=list(f.required),
+        min_chars=dict(f.min_chars),
+        max_chars=dict(f.max_chars),
+        min_latin_ratio=f.min_latin_ratio,
+        refusal_patterns=list(f.refusal_patterns),
         text_fields=key_fields,
     )
     found = filters.filter_reasons(df, cfg)
@@ -142,27 +246,25 @@ def step_filters(df: pl.DataFrame, params: Any, key_fields: list[str]) -> pl.Dat
 
 
 def step_decontaminate(df: pl.DataFrame, evals: pl.DataFrame, params: Any, steps: list[str]) -> pl.DataFrame:
-    d = params["decontaminate"]
+    d = params.decontaminate
     if evals.height == 0 or df.height == 0:
         return _removed(df, np.zeros(df.height, bool), "contaminated")
-    ngram_fields, near_fields = list(d["ngram_fields"]), list(d["near_fields"])
+    ngram_fields, near_fields = list(d.ngram_fields), list(d.near_fields)
 
     def texts(frame: pl.DataFrame, fields: list[str]) -> pl.Series:
         return frame.select(normalize.key_expr(fields, steps, separator=" "))[fields[0]]
 
-    by_gram = decontaminate.ngram_overlap(
-        texts(df, ngram_fields), texts(evals, ngram_fields), int(d["ngram"])
-    )
+    by_gram = decontaminate.ngram_overlap(texts(df, ngram_fields), texts(evals, ngram_fields), d.ngram)
     by_near, near_score = decontaminate.near_matches(
-        texts(df, near_fields), texts(evals, near_fields), str(d["near_scorer"]), float(d["near_threshold"])
+        texts(df, near_fields), texts(evals, near_fields), d.near_scorer, d.near_threshold
     )
     gold = np.where(by_near >= 0, by_near, by_gram)
     hit = gold >= 0
     idx = np.maximum(gold, 0)
     how = np.where(
         by_near >= 0,
-        np.char.add(f"{'+'.join(near_fields)} {d['near_scorer']} ", near_score.round(1).astype(str)),
-        f"{d['ngram']}-gram of {'+'.join(ngram_fields)}",
+        np.char.add(f"{'+'.join(near_fields)} {d.near_scorer} ", near_score.round(1).astype(str)),
+        f"{d.ngram}-gram of {'+'.join(ngram_fields)}",
     )
     sets = evals["eval_set"].to_numpy()[idx]
     detail = pl.Series(np.char.add(np.char.add(sets.astype(str), ": "), how))
@@ -183,16 +285,16 @@ def step_near(
     df: pl.DataFrame, params: Any, priority: np.ndarray | None, seed: int
 ) -> tuple[pl.DataFrame, np.ndarray, dict[str, int]]:
     """Near-duplicate clusters; returns (removed rows, representative per row, pair counts)."""
-    lsh = params["lsh"]
-    threshold, scorer = float(params["near_threshold"]), str(params["near_scorer"])
-    block_by = lsh["block_by"]
+    lsh = params.lsh
+    threshold, scorer = params.near_threshold, params.near_scorer
+    block_by = lsh.block_by
     if block_by is not None and block_by not in df.columns:
         raise SystemExit(f"error: dedup.lsh.block_by: the examples have no column {block_by!r}")
     cfg = minhash.LSHConfig(
-        num_perm=int(lsh["bands"]) * int(lsh["rows"]),
-        bands=int(lsh["bands"]),
-        rows=int(lsh["rows"]),
-        ngram=int(lsh["shingle_words"]),
+        num_perm=lsh.bands * lsh.rows,
+        bands=lsh.bands,
+        rows=lsh.rows,
+        ngram=lsh.shingle_words,
         seed=seed,
     )
     keys = df["_key"]
@@ -209,20 +311,22 @@ def step_near(
     return removed, rep, counts
 
 
-def step_judge(df: pl.DataFrame, params: Any, engine: Any = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+def step_judge(
+    df: pl.DataFrame, params: Any, engine: Any = None, root: Path = Path(".")
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     from dagster_project.curation.judge import judge_scores  # the teacher stack only when switched on
 
-    j = params["judge"]
+    j = params.judge
     scores, counters = judge_scores(
         df,
-        str(j["prompt"]),
-        str(j["teacher_model"]),
-        temperature=float(j["temperature"]),
+        str(root / j.prompt),
+        j.teacher_model,
+        temperature=j.temperature,
         engine=engine,
-        max_attempts=int(j["max_attempts"]),
+        max_attempts=j.max_attempts,
     )
-    low = ~np.isnan(scores) & (scores < float(j["min_score"]))
-    removed = _removed(df, low, "judge_low_score", score=scores, detail=f"judge score < {j['min_score']}")
+    low = ~np.isnan(scores) & (scores < j.min_score)
+    removed = _removed(df, low, "judge_low_score", score=scores, detail=f"judge score < {j.min_score:g}")
     return removed, {
         **counters,
         "unrated": int(np.isnan(scores).sum()),
@@ -234,15 +338,18 @@ def step_judge(df: pl.DataFrame, params: Any, engine: Any = None) -> tuple[pl.Da
 # Split and report
 
 
-def split_train_val(df: pl.DataFrame, val_fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split by passage: the passages are sorted, shuffled with `seed`, and the first
-    round(n * val_fraction) (at least 1 when there are 2 or more) hold the val rows."""
-    passages = sorted(df["passage_id"].cast(pl.String).unique().to_list())
-    random.Random(seed).shuffle(passages)
-    n_val = round(len(passages) * val_fraction)
-    if len(passages) >= 2:
-        n_val = min(max(n_val, 1), len(passages) - 1)
-    in_val = df["passage_id"].cast(pl.String).is_in(passages[:n_val])
+def split_train_val(
+    df: pl.DataFrame, val_fraction: float, seed: int, split_by: str | None = "passage_id"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split by group (`split_by`, e.g. passage_id; null: by row id): the groups are sorted, shuffled with
+    `seed`, and the first round(n * val_fraction) (at least 1 when there are 2 or more) hold the val rows."""
+    column = split_by or "id"
+    groups = sorted(df[column].cast(pl.String).unique().to_list())
+    random.Random(seed).shuffle(groups)
+    n_val = round(len(groups) * val_fraction)
+    if len(groups) >= 2:
+        n_val = min(max(n_val, 1), len(groups) - 1)
+    in_val = df[column].cast(pl.String).is_in(groups[:n_val])
     return df.filter(~in_val), df.filter(in_val)
 
 
@@ -286,19 +393,19 @@ def largest_clusters(removed: pl.DataFrame, texts: dict[str, str]) -> tuple[int,
 
 
 def dedup(
-    df: pl.DataFrame, evals: pl.DataFrame, params: Any, judge_engine: Any = None
+    df: pl.DataFrame, evals: pl.DataFrame, params: Params, judge_engine: Any = None, root: Path = Path(".")
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Run steps 1-6 on the examples `df` against the evaluation rows `evals` (see `load_eval_sets`);
-    return (train, val, removed, report)."""
-    key_fields = list(params["key_fields"])
-    steps = list(params["normalize"])
-    keep, keep_column = str(params["keep"]), params["keep_column"]
-    near_threshold, near_scorer = params["near_threshold"], params["near_scorer"]
-    lsh, decon, filt, judge = params["lsh"], params["decontaminate"], params["filters"], params["judge"]
-    val_fraction = float(params["val_fraction"])
-    seed = int(params["seed"])
-    del near_threshold, near_scorer, lsh, decon, filt  # read by the steps; named here so all keys are read
-    judge_on = bool(judge["enabled"])
+    return (train, val, removed, report). Paths in params are relative to `root`."""
+    key_fields, steps, seed = list(params.key_fields), list(params.normalize), params.seed
+    keep, keep_column, judge_on = params.keep, params.keep_column, params.judge.enabled
+    needed = {*key_fields, *params.filters.required, *([params.split_by] if params.split_by else [])}
+    missing = sorted(needed - set(df.columns))
+    if missing:
+        raise SystemExit(
+            f"error: dedup: the examples have no column(s) {missing} (key_fields, filters.required, "
+            f"split_by); their columns: {df.columns}"
+        )
 
     columns = df.columns
     work = (
@@ -336,7 +443,7 @@ def dedup(
     judge_report: dict[str, Any] = {"enabled": judge_on}
     if judge_on:
         t0 = time.perf_counter()
-        judge_removed, counters = step_judge(alive, params, judge_engine)
+        judge_removed, counters = step_judge(alive, params, judge_engine, root)
         judge_report.update(counters)
         drop("judge", judge_removed, t0)
     bar.close()
@@ -346,7 +453,7 @@ def dedup(
     )
     kept = alive.select(columns)
     kept_mask = work["_row"].is_in(alive["_row"].implode()).to_numpy()
-    train, val = split_train_val(kept, val_fraction, seed)
+    train, val = split_train_val(kept, params.val_fraction, seed, params.split_by)
     counts = {r: 0 for r in REASONS}
     counts.update(dict(removed_df.group_by("reason").len().iter_rows()))
     n_clusters, largest = largest_clusters(
@@ -359,8 +466,8 @@ def dedup(
         "n_val": val.height,
         "n_removed": removed_df.height,
         "removed": counts,
-        "n_val_passages": val["passage_id"].n_unique(),
-        "n_train_passages": train["passage_id"].n_unique(),
+        "n_val_groups": val[params.split_by or "id"].n_unique(),
+        "n_train_groups": train[params.split_by or "id"].n_unique(),
         "diversity": diversity.diversity_before_after(work["_key"], kept_mask),
         "clusters": {"n_duplicate_clusters": n_clusters, "largest": largest},
         "near_pairs": pair_counts,
@@ -373,7 +480,7 @@ def dedup(
 
 
 def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], kind="dedup")
     parser.add_argument("--synthesized", default="assets/synthesized", help="folder holding examples.parquet")
     parser.add_argument(
         "--gold",
@@ -383,11 +490,12 @@ def main() -> None:
     )
     parser.add_argument("--out", default="assets/deduped", help="output folder")
     args = parser.parse_args()
-    params = load_stage_params(args.params, "dedup")
+    params: Params = load_stage_params(args.params, args.section, Params)
 
     examples = pl.read_parquet(Path(args.synthesized) / "examples.parquet")
-    evals = load_eval_sets([Path(p) for p in args.gold])
-    train, val, removed, report = dedup(examples, evals, params)
+    d = params.decontaminate
+    evals = load_eval_sets([Path(p) for p in args.gold], [*d.ngram_fields, *d.near_fields])
+    train, val, removed, report = dedup(examples, evals, params, root=Path(args.params).parent)
     with atomic_output_dir(args.out) as tmp:
         train.write_parquet(tmp / "train.parquet")
         val.write_parquet(tmp / "val.parquet")

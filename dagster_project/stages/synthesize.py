@@ -1,229 +1,238 @@
-"""Stage `synthesize`: the teacher writes grounded question-answer pairs for every retrieved passage.
+"""Stage kind `synthesize`: the teacher maps a prompt over the rows of a table into new rows.
 
-    python -m dagster_project.stages.synthesize --params params.yaml --corpus assets/corpus \
-        --out assets/synthesized
+    python -m dagster_project.stages.synthesize --params params.yaml [--section synthesize] \
+        --input assets/corpus/grounding.parquet --out assets/synthesized
 
-Reads `<corpus>/grounding.parquet` (passage_id, query, rank, score, text), renders the prompt once per
-distinct passage, runs every request through the teacher engine (cache, retries, validation), keeps the
-pairs whose answer is a verbatim span of the passage, and writes `<out>/`:
+Reads one params section (`Params` below). Input: a parquet or JSONL table. Each input row (or, with
+`distinct`, the first row of each distinct combination of those columns) is rendered into the prompt:
+`variables` maps prompt variables to columns, `constants` are fixed values, and `shots` draws in-context
+examples from another table. `samples` requests go out per row (seeds `seed`, `seed+1000`, ...). Every
+request runs through the teacher engine (cache, retries, schema validation); answers become rows by the
+prompt file's `output` block (explode, declared checks: see teacher/prompts.py). Writes `<out>/`:
 
-- `examples.parquet`: id, passage_id, context, question, answer, teacher_model, request_id
-- `rejects.parquet`: request_id, passage_id, attempt, reason, raw (every rejected sample or pair)
-- `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason,
-  429s, pause time, tokens in/out, wall time, estimated cost in USD per model from the price table)
-  plus n_requests, n_examples, n_rejects
+- `examples.parquet`: id, the `carry` columns, the answer's fields, teacher_model, request_id
+  (`id` = sha256 of the `id_columns` values, shortened; rows with a repeated id are rejects)
+- `rejects.parquet`: request_id, the carried id columns, attempt, reason, raw (every rejected sample or row)
+- `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason, 429s,
+  pause time, tokens in/out, wall time, estimated cost in USD per model) plus n_requests, n_examples,
+  n_rejects
 
-``--dry-run`` renders every request and prints (JSON) how many would miss the cache and their estimated
-tokens and cost, sends nothing and writes nothing. With ``DISTILL_TEACHER_BUDGET_USD`` set, a run that
-would pass the budget stops sending, keeps every finished response in the teacher cache and exits with
-status 3 and a message; rerunning with a larger budget resumes from the cache.
+A run that yields no example at all fails (exit 5) naming the reject reasons: an empty table is never a
+successful build. ``--dry-run`` renders every request and prints (JSON) how many would miss the cache and
+their estimated tokens and cost, sends nothing and writes nothing. With ``DISTILL_TEACHER_BUDGET_USD`` set,
+a run that would pass the budget stops sending, keeps every finished response in the teacher cache and
+exits 3; an endpoint that stays down exits 4 and writes nothing (a rerun resumes from the cache).
 
 The teacher cache (``.cache/teacher/``) is deliberately neither a dependency nor an output of this stage:
-it only grows, and a bigger cache must not invalidate this stage or anything downstream. Share it through
-the DVC remote as its own tracked folder (``dvc add .cache/teacher && dvc push``; elsewhere
-``dvc pull .cache/teacher.dvc``). What the stage produces is fixed by its declared deps and params (the
-requests are a function of them), so the cache only decides how many calls a run costs.
+it only grows, and a bigger cache must not invalidate anything. What the stage produces is fixed by its
+declared deps and params; the cache only decides how many calls a run costs.
 """
 
 import hashlib
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import Field
 
+from dagster_project.params_schema import DataFile, PromptFile, StageParams
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
-from dagster_project.teacher.engine import (
-    BudgetExceededError,
-    TeacherEngine,
-    TeacherRequest,
-    TeacherResult,
-    TeacherUnreachableError,
-)
-from dagster_project.teacher.prompts import load_prompt
-
-RAW_MAX_CHARS = 2000
-EXAMPLE_SCHEMA = {
-    "id": pl.String,
-    "passage_id": pl.String,
-    "context": pl.String,
-    "question": pl.String,
-    "answer": pl.String,
-    "teacher_model": pl.String,
-    "request_id": pl.String,
-}
-REJECT_SCHEMA = {
-    "request_id": pl.String,
-    "passage_id": pl.String,
-    "attempt": pl.Int64,
-    "reason": pl.String,
-    "raw": pl.String,
-}
+from dagster_project.synthesis.shots import draw_shots, read_table
+from dagster_project.teacher.engine import BudgetExceededError, TeacherEngine, TeacherUnreachableError
+from dagster_project.teacher.mapping import build_requests, map_prompt
+from dagster_project.teacher.prompts import Prompt, load_prompt
 
 
-def example_id(passage_id: str, question: str) -> str:
-    """A stable id for one example: sha256 of passage id and question, shortened."""
-    return hashlib.sha256(f"{passage_id}\x1f{question}".encode()).hexdigest()[:16]
+class ShotsParams(StageParams):
+    """In-context examples for each request, drawn (seeded) from a table."""
+
+    file: DataFile  # parquet or JSONL
+    k: int = Field(default=3, ge=0)
+    columns: list[str] = Field(min_length=1)  # the columns each example carries into the prompt
+    variable: str = "examples"  # the prompt variable that receives the list of examples
+    match: dict[str, str] = {}  # input column -> shots column that must be equal (e.g. the label)
+    exclude: dict[str, str] = {}  # input column -> shots column that must differ (e.g. the seed's own id)
 
 
-def _squash(text: str) -> str:
-    return " ".join(text.split())
+class Params(StageParams):
+    """`synthesize`: the prompt over the input rows, the teacher and its sampling, and the output rows."""
+
+    prompt: PromptFile
+    teacher_model: str = "offline-teacher"
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int = 0
+    max_attempts: int = Field(default=3, ge=1)
+    samples: int = Field(default=1, ge=1)  # requests per input row
+    variables: dict[str, str] = {}  # prompt variable -> input column
+    constants: dict[str, Any] = {}  # prompt variable -> fixed value
+    distinct: list[str] = []  # render once per distinct combination of these columns (first row wins)
+    carry: dict[str, str] = {}  # output column -> input column copied into every row made from it
+    id_columns: list[str] = Field(min_length=1)  # output columns hashed into each row's id
+    shots: ShotsParams | None = None
+    limit: int | None = Field(default=None, gt=0)  # use only the first N input rows (trying things out)
 
 
-def is_verbatim_span(answer: str, passage: str) -> bool:
-    """True when `answer` occurs in `passage` exactly, up to runs of whitespace."""
-    answer = _squash(answer)
-    return bool(answer) and answer in _squash(passage)
+def example_id(values: list[Any]) -> str:
+    """A stable id for one example: sha256 of its id columns' values, shortened."""
+    return hashlib.sha256("\x1f".join(str(v) for v in values).encode()).hexdigest()[:16]
 
 
-def load_passages(corpus: Path) -> pl.DataFrame:
-    """Distinct grounding passages (first occurrence of each passage_id), in corpus order."""
-    grounding = pl.read_parquet(corpus / "grounding.parquet")
-    return grounding.select(pl.col("passage_id").cast(pl.String), pl.col("text")).unique(
-        subset="passage_id", keep="first", maintain_order=True
-    )
+def input_rows(path: Path, params: Params) -> pl.DataFrame:
+    """The rows to render: the input table, one row per distinct combination if asked, maybe capped."""
+    df = read_table(path)
+    missing = sorted({*params.variables.values(), *params.carry.values(), *params.distinct} - set(df.columns))
+    if missing:
+        raise SystemExit(
+            f"error: synthesize: {path} has no column(s) {missing}; its columns: {df.columns}. Fix the "
+            "section's variables/carry/distinct."
+        )
+    if params.distinct:
+        df = df.unique(subset=params.distinct, keep="first", maintain_order=True)
+    return df.head(params.limit) if params.limit else df
 
 
-def collect(results: list[TeacherResult], teacher_model: str) -> tuple[list[dict], list[dict]]:
-    """Split engine results into example rows and reject rows (rejected samples and rejected pairs)."""
-    examples: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
+def answer_fields(prompt: Prompt) -> dict[str, Any]:
+    """The answer's row fields and their polars types, in the output schema's order."""
+    schema = prompt.output_schema
+    if prompt.output.explode:
+        schema = schema.get("properties", {}).get(prompt.output.explode, {}).get("items", {})
+    types = {"string": pl.String, "integer": pl.Int64, "number": pl.Float64, "boolean": pl.Boolean}
+    return {
+        name: types.get(spec.get("type") if isinstance(spec, dict) else None, pl.String)
+        for name, spec in (schema.get("properties") or {}).items()
+    }
+
+
+def output_frames(
+    rows: list[dict], rejects: list[dict], params: Params, prompt: Prompt, inputs: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """examples and rejects as tables with fixed schemas (also when empty); repeated ids become rejects.
+
+    A reject keeps the carried columns that are id columns (e.g. passage_id), enough to trace its input.
+    """
+    carried = {out: inputs.schema[col] for out, col in params.carry.items()}
+    traced = {k: t for k, t in carried.items() if k in params.id_columns}
+    fields = {k: v for k, v in answer_fields(prompt).items() if k not in carried}
+    schema = {"id": pl.String, **carried, **fields, "teacher_model": pl.String, "request_id": pl.String}
     seen: set[str] = set()
-    for res in results:
-        passage_id, text = res.meta["passage_id"], res.meta["text"]
-        for rej in res.rejects:
-            rejects.append(
-                {
-                    "request_id": res.request_id,
-                    "passage_id": passage_id,
-                    "attempt": rej.attempt,
-                    "reason": rej.reason,
-                    "raw": rej.raw[:RAW_MAX_CHARS],
-                }
-            )
-        if not res.ok:
+    examples = []
+    for row in rows:
+        ex_id = example_id([row.get(c) for c in params.id_columns])
+        if ex_id in seen:
+            raw = json.dumps({k: row.get(k) for k in fields}, ensure_ascii=False)
+            reject = {"request_id": row["request_id"], "attempt": 0, "reason": "duplicate_id", "raw": raw}
+            rejects.append({**{k: row.get(k) for k in traced}, **reject})
             continue
-        for pair in res.value["pairs"]:
-            question, answer = pair["question"].strip(), pair["answer"].strip()
-            ex_id = example_id(passage_id, question)
-            reason = None
-            if not is_verbatim_span(answer, text):
-                reason = "answer_not_in_passage"
-            elif ex_id in seen:
-                reason = "duplicate_question"
-            if reason:
-                raw = json.dumps(pair, ensure_ascii=False)[:RAW_MAX_CHARS]
-                rejects.append(
-                    {
-                        "request_id": res.request_id,
-                        "passage_id": passage_id,
-                        "attempt": res.attempt,
-                        "reason": reason,
-                        "raw": raw,
-                    }
-                )
-                continue
-            seen.add(ex_id)
-            examples.append(
-                {
-                    "id": ex_id,
-                    "passage_id": passage_id,
-                    "context": text,
-                    "question": question,
-                    "answer": answer,
-                    "teacher_model": teacher_model,
-                    "request_id": res.request_id,
-                }
-            )
-    return examples, rejects
+        seen.add(ex_id)
+        values = {k: _as_type(row.get(k), t) for k, t in fields.items()}
+        examples.append(
+            {
+                "id": ex_id,
+                **{k: row.get(k) for k in carried},
+                **values,
+                "teacher_model": params.teacher_model,
+                "request_id": row["request_id"],
+            }
+        )
+    reject_schema = {"request_id": pl.String, **traced, "attempt": pl.Int64, "reason": pl.String}
+    reject_schema["raw"] = pl.String
+    rejects = [{k: r.get(k) for k in reject_schema} for r in rejects]
+    return pl.DataFrame(examples, schema=schema), pl.DataFrame(rejects, schema=reject_schema)
+
+
+def _as_type(value: Any, dtype: Any) -> Any:
+    """A string column holds strings: a structured value the schema did not type is kept as JSON."""
+    if dtype == pl.String and value is not None and not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; see the module docstring."""
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default="assets/corpus", help="folder with grounding.parquet")
+    parser = stage_parser(__doc__.splitlines()[0], kind="synthesize")
+    parser.add_argument("--input", required=True, help="the table whose rows are rendered (parquet/jsonl)")
     parser.add_argument("--out", default="assets/synthesized", help="output folder")
     parser.add_argument(
         "--dry-run", action="store_true", help="estimate calls, tokens and cost; send and write nothing"
     )
     args = parser.parse_args(argv)
+    params: Params = load_stage_params(args.params, args.section, Params)
+    root = Path(args.params).parent
+    prompt = load_prompt(root / params.prompt)
 
-    params = load_stage_params(args.params, "synthesize")
-    prompt = load_prompt(params["prompt"])
-    teacher_model = params["teacher_model"]
-    count = params["questions_per_passage"]
-    temperature = params["temperature"]
-    seed = params["seed"]
-    max_attempts = params["max_attempts"]
+    inputs = input_rows(Path(args.input), params)
+    rows = inputs.to_dicts()
+    shots = None
+    if params.shots is not None:
+        s = params.shots
+        shots = draw_shots(rows, read_table(root / s.file), s.k, s.columns, s.match, s.exclude, params.seed)
+        shots = [{s.variable: examples} for examples in shots]
+    requests = build_requests(
+        prompt,
+        rows,
+        model=params.teacher_model,
+        variables=params.variables,
+        constants=params.constants,
+        temperature=params.temperature,
+        seed=params.seed,
+        samples=params.samples,
+        sampling={"top_p": params.top_p} if params.top_p is not None else None,
+        extra_variables=shots,
+    )
 
-    passages = load_passages(Path(args.corpus))
-    requests = [
-        TeacherRequest.from_prompt(
-            prompt,
-            model=teacher_model,
-            temperature=temperature,
-            seed=seed,
-            meta={"passage_id": row["passage_id"], "text": row["text"]},
-            passage=row["text"],
-            count=count,
-        )
-        for row in passages.iter_rows(named=True)
-    ]
+    with TeacherEngine(max_attempts=params.max_attempts) as engine:
+        if args.dry_run:
+            estimate = {"stage": args.section, "backend": engine.backend_kind, **engine.estimate(requests)}
+            print(json.dumps(estimate, indent=2))
+            cost = estimate["cost_usd_max"]
+            print(
+                f"{args.section} --dry-run: {estimate['requests']} requests, "
+                f"{estimate['cache_hits']} cached, {estimate['calls']} calls, "
+                f"~{estimate['tokens_in']} tokens in, <= "
+                f"{estimate['tokens_out_max']} tokens out, <= "
+                f"{'unknown (no price)' if cost is None else f'${cost:.4f}'}",
+                file=sys.stderr,
+            )
+            return
+        try:
+            result = map_prompt(engine, prompt, requests, carry=params.carry)
+        except BudgetExceededError as exc:
+            print(f"{args.section}: {exc}", file=sys.stderr)
+            raise SystemExit(3) from None
+        except TeacherUnreachableError as exc:
+            print(
+                f"{args.section}: error: {exc}. Nothing written; every answer received is cached - check "
+                "the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
+                file=sys.stderr,
+            )
+            raise SystemExit(4) from None
 
-    engine = TeacherEngine(max_attempts=max_attempts)
-    if args.dry_run:
-        estimate = {"stage": "synthesize", "backend": engine.backend_kind, **engine.estimate(requests)}
-        print(json.dumps(estimate, indent=2))
-        cost = estimate["cost_usd_max"]
+    examples, rejects = output_frames(result.rows, result.rejects, params, prompt, inputs)
+    if requests and examples.height == 0:
+        reasons = Counter(rejects["reason"].to_list()).most_common(5)
         print(
-            f"synthesize --dry-run: {estimate['requests']} requests, {estimate['cache_hits']} cached, "
-            f"{estimate['calls']} calls, ~{estimate['tokens_in']} tokens in, <= {estimate['tokens_out_max']} "
-            f"tokens out, <= {'unknown (no price)' if cost is None else f'${cost:.4f}'}",
+            f"{args.section}: error: {len(requests)} requests gave no example; reject reasons: {reasons}. "
+            "Nothing written. Check the prompt, its output checks and the teacher (every answer is cached).",
             file=sys.stderr,
         )
-        return
-    try:
-        results = engine.run(requests)
-    except BudgetExceededError as exc:
-        print(f"synthesize: {exc}", file=sys.stderr)
-        raise SystemExit(3) from None
-    except TeacherUnreachableError as exc:
-        print(
-            f"synthesize: error: {exc}. Nothing written; every answer received is cached - check the "
-            "endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
-            file=sys.stderr,
-        )
-        raise SystemExit(4) from None
-    finally:
-        engine.cache.close()
-    unreachable = [r for r in results if any(j.reason.startswith("unavailable:") for j in r.rejects)]
-    if unreachable:
-        # An outage is not a verdict on the data: writing the output now would freeze an incomplete set
-        # into dvc.lock. Every finished answer is in the cache, so a rerun resumes where this one stopped.
-        print(
-            f"synthesize: error: {len(unreachable)} of {len(requests)} requests could not reach the teacher "
-            f"({engine.backend_kind}); last error: {unreachable[-1].rejects[-1].reason}. Nothing written; "
-            "every answer received is cached - check the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to "
-            "resume.",
-            file=sys.stderr,
-        )
-        raise SystemExit(4)
-    examples, rejects = collect(results, teacher_model)
-
+        raise SystemExit(5)
     stats = {
         **engine.counters.as_dict(),
         "backend": engine.backend_kind,
         "n_requests": len(requests),
-        "n_examples": len(examples),
-        "n_rejects": len(rejects),
+        "n_examples": examples.height,
+        "n_rejects": rejects.height,
     }
     with atomic_output_dir(args.out) as tmp:
-        pl.DataFrame(examples, schema=EXAMPLE_SCHEMA).write_parquet(tmp / "examples.parquet")
-        pl.DataFrame(rejects, schema=REJECT_SCHEMA).write_parquet(tmp / "rejects.parquet")
+        examples.write_parquet(tmp / "examples.parquet")
+        rejects.write_parquet(tmp / "rejects.parquet")
         write_json(tmp / "stats.json", stats)
     print(
-        f"synthesize: {len(requests)} passages -> {len(examples)} examples, {len(rejects)} rejects "
+        f"{args.section}: {len(requests)} requests -> {examples.height} examples, {rejects.height} rejects "
         f"({engine.counters.calls} teacher calls, {engine.counters.cache_hits} cache hits)"
     )
 

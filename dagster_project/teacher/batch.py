@@ -24,6 +24,7 @@ from typing import Any
 import openai
 
 from dagster_project.teacher.cache import request_key
+from dagster_project.teacher.wire import parse_completion, request_body
 
 DONE = {"completed", "failed", "expired", "cancelled"}
 
@@ -46,8 +47,6 @@ def _write_state(path: Path, state: Mapping[str, Any]) -> None:
 
 def prefill_with_batch(engine: Any, requests: Sequence[Any], log: Any = print) -> dict[str, int]:
     """Fill `engine.cache` with the first samples of `requests` through one batch job; returns counts."""
-    from dagster_project.teacher.engine import _request_body, parse_completion
-
     cache = engine.cache
     if cache.mode != "read-write" or not engine.base_url:
         return {"batched": 0, "cached": 0, "failed": 0}
@@ -72,7 +71,7 @@ def prefill_with_batch(engine: Any, requests: Sequence[Any], log: Any = print) -
                         "custom_id": k,
                         "method": "POST",
                         "url": "/v1/chat/completions",
-                        "body": _request_body(p),
+                        "body": request_body(p),
                     }
                 )
                 for k, p in todo.items()

@@ -33,6 +33,7 @@ budget resumes from the cache.
 
 import asyncio
 import email.utils
+import inspect
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ from dagster_project.teacher.offline import OFFLINE_TEACHER_REVISION
 from dagster_project.teacher.prices import PriceTable
 from dagster_project.teacher.prompts import Prompt
 from dagster_project.teacher.validate import validate_answer
+from dagster_project.teacher.wire import parse_completion, request_body
 
 OFFLINE_MODEL = "offline-teacher"
 log = logging.getLogger(__name__)
@@ -103,6 +105,9 @@ class TeacherRequest:
     # Part of the cache key, never sent: the model's snapshot when its name does not pin one. The
     # offline teacher's defaults to its rule-set revision, so editing its rules invalidates old answers.
     revision: str | None = None
+    # The prompt file's `name`: the offline teacher answers with that prompt's handler. Part of the
+    # offline teacher's cache key only (a real endpoint never sees it).
+    prompt_name: str | None = None
     _first_key: str | None = field(default=None, init=False, repr=False, compare=False)  # request_id memo
 
     def __post_init__(self) -> None:
@@ -133,6 +138,7 @@ class TeacherRequest:
             max_tokens=max_tokens,
             extra=sampling,
             meta=dict(meta or {}),
+            prompt_name=prompt.name,
         )
 
     def payload(self, attempt: int) -> dict[str, Any]:
@@ -147,6 +153,7 @@ class TeacherRequest:
             "schema": self.schema,
             "attempt": attempt,
             **({"revision": self.revision} if self.revision is not None else {}),
+            **({"prompt": self.prompt_name} if self.model == OFFLINE_MODEL and self.prompt_name else {}),
         }
 
     @property
@@ -270,6 +277,8 @@ class _InProcessBackend:
 
     def __init__(self, teacher: Any):
         self.teacher = teacher
+        # Stand-ins written for tests may not take the prompt name; the offline teacher does.
+        self.takes_prompt = "prompt" in inspect.signature(teacher.chat).parameters
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         return self.teacher.chat(
@@ -278,6 +287,7 @@ class _InProcessBackend:
             temperature=payload["temperature"],
             seed=payload["seed"],
             max_tokens=payload["max_tokens"],
+            **({"prompt": payload["prompt"]} if payload.get("prompt") and self.takes_prompt else {}),
         )
 
     async def close(self) -> None:
@@ -321,7 +331,7 @@ class _OpenAIBackend:
         )
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        kwargs = _request_body(payload)
+        kwargs = request_body(payload)
         try:
             # A plain POST through the SDK's client (auth, headers, error mapping, transport) with the raw
             # body back: the typed `chat.completions.create` spends most of a core per 1,000 req/s on
@@ -399,7 +409,7 @@ class _Http1Backend:
         self.client = Http1Client(base_url, _auth_headers(env))
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        body = json.dumps(_request_body(payload)).encode()
+        body = json.dumps(request_body(payload)).encode()
         try:
             response = await self.client.post("/chat/completions", body, timeout_s)
         except TimeoutError:
@@ -429,7 +439,7 @@ class _HttpBackend:
         if self.session is None:
             connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
             self.session = aiohttp.ClientSession(connector=connector, headers=self.headers)
-        body = _request_body(payload)
+        body = request_body(payload)
         try:
             async with self.session.post(
                 self.url, data=json.dumps(body).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)
@@ -446,43 +456,6 @@ class _HttpBackend:
         if self.session is not None:
             await self.session.close()
             self.session = None
-
-
-def _request_body(payload: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body of a chat completion request for `payload` (see `TeacherRequest.payload`)."""
-    body: dict[str, Any] = {"model": payload["model"], "messages": payload["messages"]}
-    body["temperature"] = payload["temperature"]
-    if payload["seed"] is not None:
-        body["seed"] = payload["seed"]
-    if payload["max_tokens"] is not None:
-        body["max_tokens"] = payload["max_tokens"]
-    if payload.get("response_format"):
-        body["response_format"] = payload["response_format"]
-    body.update(payload["extra"])
-    return body
-
-
-def parse_completion(body: bytes | str) -> dict[str, Any]:
-    """content, finish_reason and usage of a chat completion body; a non-JSON body becomes the content."""
-    try:
-        data = json.loads(body)
-        choice = (data.get("choices") or [None])[0] or {}
-        usage = data.get("usage") or {}
-    except (ValueError, AttributeError, TypeError):
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        return {"content": text, "finish_reason": None, "usage": {}}
-    message = choice.get("message") or {}
-    content = message.get("content")
-    if content is None and message.get("refusal"):
-        content = message["refusal"]
-    return {
-        "content": content,
-        "finish_reason": choice.get("finish_reason"),
-        "usage": {
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
-        },
-    }
 
 
 def endpoint_from_env(env: Mapping[str, str]) -> str | None:
@@ -553,6 +526,16 @@ class TeacherEngine:
         self._in_flight = 0
         self._reserved_usd = 0.0  # worst-case cost of the calls in flight
         self._warned_no_retry_after = False
+
+    def __enter__(self) -> "TeacherEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the response cache (what `with TeacherEngine() as engine:` does on exit)."""
+        self.cache.close()
 
     @property
     def backend_kind(self) -> str:

@@ -1,12 +1,25 @@
 """Teacher prompt files: YAML with Jinja2 message templates and a JSON schema for the answer.
 
-A prompt file holds ``name``, ``description``, ``sampling`` (``max_tokens``, ...), ``messages`` (a list of
-``{role, content}`` where content is a Jinja2 template) and ``output_schema``. Templates render strictly:
+A prompt file holds ``name`` (required: the offline teacher's handler is keyed by it), ``description``,
+``sampling`` (``max_tokens``, ...), ``messages`` (a list of ``{role, content}`` where content is a
+Jinja2 template), ``output_schema`` and an optional ``output`` block that says how an answer becomes rows
+and what each row must satisfy (see `OutputSpec`; applied by `teacher.mapping.map_prompt`):
+
+    output:
+      explode: pairs            # the answer's list whose items become rows (omit: the answer is one row)
+      checks:
+        - {check: span, column: answer, of: passage}   # a verbatim span (up to whitespace) of variable/column
+        - {check: unique, columns: [passage_id, question]}
+        - {check: not_matching, column: text, pattern: "^<<REFUSE>>", reason: refusal}
+        - {check: min_words, column: text, value: 5}
+
+Templates render strictly:
 a variable the template uses but the caller did not pass is an error naming it and the file. Values are
 inserted as data; Jinja2 never renders an inserted value as a template, so a passage containing ``{{``
 comes through verbatim.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +37,51 @@ class PromptError(ValueError):
     """A prompt file is missing or invalid, or rendering it failed; the message names the file."""
 
 
+CHECKS = {
+    "span": {"column", "of"},
+    "unique": {"columns"},
+    "not_matching": {"column", "pattern"},
+    "min_words": {"column", "value"},
+    "max_words": {"column", "value"},
+}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How an answer becomes rows (`explode`) and the checks every row must pass (in order)."""
+
+    explode: str | None = None
+    checks: tuple[dict[str, Any], ...] = ()
+
+
+def _output_spec(path: Path, raw: Any) -> OutputSpec:
+    if raw is None:
+        return OutputSpec()
+    if not isinstance(raw, dict) or set(raw) - {"explode", "checks"}:
+        raise PromptError(f"{path}: 'output' must be a mapping with 'explode' and/or 'checks'.")
+    explode = raw.get("explode")
+    if explode is not None and not isinstance(explode, str):
+        raise PromptError(f"{path}: output.explode must be the name of a list in the answer.")
+    checks = []
+    for i, check in enumerate(raw.get("checks") or []):
+        kind = check.get("check") if isinstance(check, dict) else None
+        if kind not in CHECKS:
+            raise PromptError(f"{path}: output.checks[{i}]: 'check' must be one of {sorted(CHECKS)}.")
+        keys = set(check) - {"check", "reason"}
+        if keys != CHECKS[kind]:
+            raise PromptError(
+                f"{path}: output.checks[{i}] ({kind}) takes {sorted(CHECKS[kind])} (and an optional "
+                f"reason), got {sorted(keys)}."
+            )
+        if kind == "not_matching":
+            try:
+                re.compile(check["pattern"])
+            except re.error as exc:
+                raise PromptError(f"{path}: output.checks[{i}]: pattern is not a regex: {exc}") from None
+        checks.append(dict(check))
+    return OutputSpec(explode, tuple(checks))
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A parsed prompt file, ready to render."""
@@ -34,6 +92,7 @@ class Prompt:
     sampling: dict[str, Any]
     messages: list[dict[str, str]]
     output_schema: dict[str, Any]
+    output: OutputSpec = OutputSpec()
     _templates: list[jinja2.Template] = field(repr=False, compare=False, default_factory=list)
 
     @property
@@ -60,9 +119,14 @@ def load_prompt(path: str | Path) -> Prompt:
         raise PromptError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise PromptError(f"{path}: expected a mapping with name, messages and output_schema.")
-    unknown = set(raw) - {"name", "description", "sampling", "messages", "output_schema"}
+    unknown = set(raw) - {"name", "description", "sampling", "messages", "output_schema", "output"}
     if unknown:
         raise PromptError(f"{path}: unknown keys {sorted(unknown)}.")
+    if not isinstance(raw.get("name"), str) or not raw["name"].strip():
+        raise PromptError(
+            f"{path}: 'name' is missing; give the prompt a name (e.g. name: {path.stem}): it keys the "
+            "offline teacher's handler and the reports."
+        )
     messages = raw.get("messages")
     if not isinstance(messages, list) or not messages:
         raise PromptError(f"{path}: 'messages' must be a non-empty list of {{role, content}}.")
@@ -94,11 +158,12 @@ def load_prompt(path: str | Path) -> Prompt:
         raise PromptError(f"{path}: 'output_schema' is not a valid JSON schema: {exc.message}") from None
     return Prompt(
         path=path,
-        name=str(raw.get("name") or path.stem),
+        name=raw["name"].strip(),
         description=str(raw.get("description") or ""),
         sampling=dict(sampling),
         messages=[{"role": m["role"], "content": m["content"]} for m in messages],
         output_schema=schema,
+        output=_output_spec(path, raw.get("output")),
         _templates=templates,
     )
 

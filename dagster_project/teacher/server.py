@@ -20,6 +20,7 @@ running the teacher: the minimal handler the throughput benchmark uses, so the s
 import argparse
 import asyncio
 import hashlib
+import inspect
 import json
 import os
 import signal
@@ -79,6 +80,8 @@ class OfflineTeacherServer:
             from dagster_project.teacher.offline import OfflineTeacher
 
             teacher = OfflineTeacher()
+        # The offline teacher answers by prompt name (request metadata); test stand-ins may not take it.
+        self._takes_prompt = "prompt" in inspect.signature(teacher.chat).parameters
         self.teacher = teacher
         self.faults = faults or Faults(**fault_kwargs)
         # "requests", "ok", "in_flight", "max_in_flight", "rpm_429" and one count per injected fault
@@ -141,6 +144,11 @@ class OfflineTeacherServer:
             temperature=req.get("temperature", 0.0),
             seed=req.get("seed"),
             max_tokens=req.get("max_tokens") or req.get("max_completion_tokens"),
+            **(
+                {"prompt": prompt}
+                if (prompt := (req.get("metadata") or {}).get("prompt")) and self._takes_prompt
+                else {}
+            ),
         )
 
     async def upload_file(self, request: web.Request) -> web.Response:

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +35,7 @@ class HalfRightTeacher:
 @pytest.fixture
 def recipe(tmp_path, monkeypatch):
     """A params.yaml and a corpus in tmp_path; the teacher cache in tmp_path too."""
-    synthesize_recipe_params(tmp_path, questions_per_passage=3)
+    synthesize_recipe_params(tmp_path, constants={"count": 3})
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     rows = [("p1", "q a", 0), ("p2", "q a", 1), ("p1", "q b", 0)]  # p1 retrieved by two queries
@@ -54,18 +57,26 @@ def recipe(tmp_path, monkeypatch):
 
 def run(recipe: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     out = recipe / "synthesized"
-    synthesize.main(
-        ["--params", str(recipe / "params.yaml"), "--corpus", str(recipe / "corpus"), "--out", str(out)]
-    )
+    grounding = str(recipe / "corpus" / "grounding.parquet")
+    synthesize.main(["--params", str(recipe / "params.yaml"), "--input", grounding, "--out", str(out)])
     stats = json.loads((out / "stats.json").read_text())
     return pl.read_parquet(out / "examples.parquet"), pl.read_parquet(out / "rejects.parquet"), stats
 
 
 def test_reads_exactly_its_params_section(recipe, monkeypatch):
-    monkeypatch.setattr(common, "LOADED", [])
-    run(recipe)
-    section = yaml.safe_load((recipe / "params.yaml").read_text())["synthesize"]
-    assert common.LOADED[-1].accessed == {f"synthesize.{k}" for k in section}
+    log = recipe / "access.jsonl"
+    params = recipe / "params.yaml"
+    grounding = recipe / "corpus" / "grounding.parquet"
+    subprocess.run(
+        [sys.executable, "-m", "dagster_project.stages.synthesize", "--params", str(params), "--input",
+         str(grounding), "--out", str(recipe / "out")],
+        check=True, env={**os.environ, common.PARAMS_ACCESS_LOG_ENV: str(log)},
+    )  # fmt: skip
+    entry = json.loads(log.read_text())
+    section = yaml.safe_load(params.read_text())["synthesize"]
+    assert entry["section"] == "synthesize" and entry["accessed"] == sorted(
+        f"synthesize.{k}" for k in section
+    )
 
 
 def test_examples_rejects_and_stats_over_http(recipe, monkeypatch):
@@ -128,7 +139,7 @@ def test_stats_carry_tokens_and_cost(priced, monkeypatch):
 
 
 def test_dry_run_estimates_and_sends_nothing(priced, monkeypatch, capsys):
-    argv = ["--params", str(priced / "params.yaml"), "--corpus", str(priced / "corpus")]
+    argv = ["--params", str(priced / "params.yaml"), "--input", str(priced / "corpus" / "grounding.parquet")]
     with serve_in_thread(teacher=PricedTeacher()) as url:
         monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
         synthesize.main([*argv, "--out", str(priced / "dry"), "--dry-run"])

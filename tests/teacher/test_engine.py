@@ -263,7 +263,7 @@ def test_progress_bar_shows_rate_tokens_and_cost(tmp_path, fake_teacher, capsys)
 
 def test_structured_output_sends_the_schema_only_when_enabled(tmp_path):
     from dagster_project.teacher.cache import request_key
-    from dagster_project.teacher.engine import _request_body
+    from dagster_project.teacher.wire import request_body as _request_body
 
     [req] = requests(1)
     plain = TeacherEngine(cache=ResponseCache(tmp_path), env={}, **FAST)
@@ -279,8 +279,9 @@ def test_structured_output_sends_the_schema_only_when_enabled(tmp_path):
 
 def test_offline_teacher_revision_is_part_of_the_cache_key_only() -> None:
     from dagster_project.teacher.cache import request_key
-    from dagster_project.teacher.engine import OFFLINE_MODEL, TeacherRequest, _request_body
+    from dagster_project.teacher.engine import OFFLINE_MODEL, TeacherRequest
     from dagster_project.teacher.offline import OFFLINE_TEACHER_REVISION
+    from dagster_project.teacher.wire import request_body as _request_body
 
     messages = [{"role": "user", "content": "hi"}]
     offline = TeacherRequest(messages=messages, model=OFFLINE_MODEL)

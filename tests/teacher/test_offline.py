@@ -74,7 +74,18 @@ def test_truncation_reports_length():
 
 def test_unrecognised_prompt_gets_honest_empty_answer():
     out = OfflineTeacher().chat([{"role": "user", "content": "Tell me a joke."}])
-    assert json.loads(out["content"]) == {"pairs": []} and out["finish_reason"] == "stop"
+    assert json.loads(out["content"]) == {} and out["finish_reason"] == "stop"
+    named = OfflineTeacher().chat([{"role": "user", "content": "Tell me a joke."}], prompt="jokes")
+    assert json.loads(named["content"]) == {}
+
+
+def test_handlers_are_keyed_by_prompt_name():
+    from dagster_project.teacher.offline import has_handler
+
+    assert has_handler("grounded_qa") and has_handler("judge_success") and not has_handler("jokes")
+    # The name decides, not the text: the grounded-QA tags are not read by the reference-answer handler.
+    out = OfflineTeacher().chat(_messages(PASSAGE, 2), prompt="reference_answer")
+    assert set(json.loads(out["content"])) == {"answer"}
 
 
 def test_helpers():

@@ -40,9 +40,23 @@ def test_missing_file(tmp_path):
     [
         ("a: [1,", "not valid YAML"),
         ("name: x\nmessages: []\noutput_schema: {}", "messages"),
-        ("messages: [{role: user, content: '{{ x'}]\noutput_schema: {}", "syntax error"),
-        ("messages: [{role: user, content: hi}]\noutput_schema: {type: 3}", "not a valid JSON schema"),
-        ("messages: [{role: user, content: hi}]", "output_schema"),
+        ("name: x\nmessages: [{role: user, content: '{{ x'}]\noutput_schema: {}", "syntax error"),
+        (
+            "name: x\nmessages: [{role: user, content: hi}]\noutput_schema: {type: 3}",
+            "not a valid JSON schema",
+        ),
+        ("name: x\nmessages: [{role: user, content: hi}]", "output_schema"),
+        ("messages: [{role: user, content: hi}]\noutput_schema: {}", "'name' is missing"),
+        (
+            "name: x\nmessages: [{role: user, content: hi}]\noutput_schema: {}\n"
+            "output: {checks: [{check: spam}]}",
+            "'check' must be one of",
+        ),
+        (
+            "name: x\nmessages: [{role: user, content: hi}]\noutput_schema: {}\n"
+            "output: {checks: [{check: span}]}",
+            "takes \\['column', 'of'\\]",
+        ),
     ],
 )
 def test_invalid_file_names_it(tmp_path, text, match):

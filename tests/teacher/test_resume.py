@@ -57,8 +57,8 @@ def stage_cmd(root: Path, out: Path) -> list[str]:
         "dagster_project.stages.synthesize",
         "--params",
         str(root / "params.yaml"),
-        "--corpus",
-        str(root / "corpus"),
+        "--input",
+        str(root / "corpus" / "grounding.parquet"),
         "--out",
         str(out),
     ]

@@ -1,4 +1,4 @@
-"""The offline teacher: a deterministic, rule-based stand-in for an LLM. It is weak, and says so.
+"""Offline handler `grounded_qa`: question-answer pairs read off a passage by rules. A stand-in, not an LLM.
 
 It exists so that a fresh machine can run the whole pipeline and the test suite with no network, keys
 or GPU. It is NOT a language model and its output is no claim of LLM quality: it reads the passage with
@@ -7,11 +7,8 @@ in 1234.", "It was founded by A B." ...) into question/answer pairs, and falls b
 cloze-style questions ("In the passage about X, what fills the blank in: '... ___ ...'?") for any other
 sentence that holds a number or a name. Every answer is a verbatim span of the passage.
 
-Prompts it understands: the grounded-QA prompt (prompts/grounded_qa.yaml): the last user message holds
-the passage between `<passage>` and `</passage>` and the number of pairs wanted in `<count>N</count>`.
-For any other prompt it does not guess: it answers with the honest empty result `{"pairs": []}`
-(finish_reason "stop"), which a schema-validating caller rejects (the schema asks for at least one
-pair), so the request ends up among the rejects rather than as made-up data.
+The prompt (prompts/grounded_qa.yaml): the last user message holds the passage between `<passage>` and
+`</passage>` and the number of pairs wanted in `<count>N</count>`.
 
 Determinism: the answer is a pure function of (messages, temperature, seed, max_tokens). With
 temperature 0 the first question template of each rule is used; above 0 the template is picked by a
@@ -19,7 +16,6 @@ hash of (seed, temperature, sentence), so different seeds give different but rep
 """
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -27,9 +23,6 @@ NAME = r"[A-Z][\w'’-]*(?: [A-Z][\w'’-]*)*"
 NUM = r"\d[\d,]*\d|\d"
 YEAR = r"\d{3,4}"
 PHRASE = r"[a-z][a-z -]*[a-z]"  # a short lowercase phrase ending the sentence
-
-# Bump on any change to what the teacher answers: it is part of every offline request's cache key.
-OFFLINE_TEACHER_REVISION = "2"
 
 
 @dataclass(frozen=True)
@@ -430,37 +423,9 @@ def generate_pairs(passage: str, count: int, temperature: float = 0.0, seed: int
     return (ruled + cloze)[: max(count, 0)]
 
 
-class OfflineTeacher:
-    """A deterministic rule-based teacher with the chat interface of the real one (see module doc)."""
-
-    model_name = "offline-teacher"
-
-    def chat(
-        self,
-        messages: list[dict],
-        *,
-        model: str = "offline-teacher",
-        temperature: float = 0.0,
-        seed: int | None = None,
-        max_tokens: int | None = None,
-    ) -> dict:
-        """Answer one chat request: {"content", "finish_reason", "usage"} like an OpenAI-style server."""
-        prompt_tokens = sum(_words(str(m.get("content", ""))) for m in messages)
-        user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
-        text = str(user.get("content", "")) if user else ""
-        passage_m, count_m = PASSAGE_RE.search(text), COUNT_RE.search(text)
-        if passage_m and count_m:
-            pairs = generate_pairs(passage_m.group(1), int(count_m.group(1)), temperature, seed)
-        else:
-            pairs = []  # an unrecognised prompt gets the honest empty answer, never invented data
-        content = json.dumps({"pairs": pairs}, ensure_ascii=False)
-        finish_reason = "stop"
-        words = content.split(" ")
-        if max_tokens is not None and len(words) > max_tokens:
-            content = " ".join(words[:max_tokens])
-            finish_reason = "length"
-        return {
-            "content": content,
-            "finish_reason": finish_reason,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _words(content)},
-        }
+def answer(text: str, temperature: float, seed: int | None) -> dict:
+    """The handler: {"pairs": [...]} for the passage and count tagged in the user message."""
+    passage_m, count_m = PASSAGE_RE.search(text), COUNT_RE.search(text)
+    if not (passage_m and count_m):
+        return {"pairs": []}  # not the shape this handler reads: the honest empty answer
+    return {"pairs": generate_pairs(passage_m.group(1), int(count_m.group(1)), temperature, seed)}

@@ -1,0 +1,1 @@
+"""Library code of the synthesis stage kinds (no Dagster, no CLI)."""

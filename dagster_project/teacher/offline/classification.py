@@ -1,0 +1,1 @@
+"""Offline handlers for classification-data prompts (SynthesizRR task inversion, FewGen)."""
