@@ -107,7 +107,7 @@ def build_dvc_lock_sensor(
         name="dvc_lock_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        asset_selection=asset_keys,
+        asset_selection=asset_keys or None,  # no recipe loaded: no target
         description="Reports runless materializations for dvc.lock entries made outside Dagster, "
         f"for the recipes {', '.join(r.name for r in recipes) or '(none)'}.",
     )

@@ -92,23 +92,16 @@ def _add_checks(root):
 
 
 def _latest_check(instance, name):
-    key = dg.AssetCheckKey(dg.AssetKey("eval_report"), name)
+    key = dg.AssetCheckKey(dg.AssetKey(["default", "eval_report"]), name)
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
     assert record is not None and record.event is not None, name
     return record.event.dagster_event.event_specific_data
 
 
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
-        yield inst
-
-
 def test_materialization_reports_passing_and_failing_checks(fixture_repo, instance):
     _add_checks(fixture_repo)
     assets = build_dvc_assets(fixture_repo)
-    eval_asset = next(a for a in assets if dg.AssetKey("eval_report") in a.keys)
+    eval_asset = next(a for a in assets if dg.AssetKey(["default", "eval_report"]) in a.keys)
     assert {k.name for k in eval_asset.check_keys} == {"has_chars", "k_is_large"}
     result = dg.materialize(
         assets, instance=instance, resources={"dvc": DvcCliResource(project_dir=str(fixture_repo))}
