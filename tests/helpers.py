@@ -230,7 +230,8 @@ def set_param(root: Path, section: str, key: str, value) -> None:
 ALPHA_SCORE = (
     "import json, pathlib; t = pathlib.Path('assets/synthesized/examples.txt').read_text(); "
     "pathlib.Path('assets/score').mkdir(exist_ok=True); "
-    "pathlib.Path('assets/score/metrics.json').write_text(json.dumps({'chars': len(t), 'lines': t.count(chr(10))}))"
+    "pathlib.Path('assets/score/metrics.json')"
+    ".write_text(json.dumps({'chars': len(t), 'lines': t.count(chr(10))}))"
 )
 ALPHA_DVC = {
     "stages": {
@@ -270,7 +271,11 @@ BETA_DVC = {
         "corpus": {"cmd": f'python -c "{BETA_CORPUS}"', "deps": ["data/in.txt"], "outs": ["assets/corpus"]},
         "shard": {
             "foreach": "${shards}",
-            "do": {"cmd": f'python -c "{BETA_SHARD}"', "deps": ["assets/corpus"], "outs": ["assets/shard_${item}"]},
+            "do": {
+                "cmd": f'python -c "{BETA_SHARD}"',
+                "deps": ["assets/corpus"],
+                "outs": ["assets/shard_${item}"],
+            },
         },
     }
 }
@@ -290,7 +295,9 @@ BAD_PARAMS_DVC = {
 BAD_PARAMS = {"retrieve": {"top_kk": 3}}
 
 
-def write_recipe(folder: Path, dvc_yaml: dict | str, params: dict | None = None, data: dict | None = None) -> None:
+def write_recipe(
+    folder: Path, dvc_yaml: dict | str, params: dict | None = None, data: dict | None = None
+) -> None:
     """Write a recipe folder: dvc.yaml (a mapping, or raw text), params.yaml and small data files."""
     import yaml
 

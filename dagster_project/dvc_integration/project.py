@@ -61,6 +61,9 @@ class Recipe:
     stages: tuple[DvcStage, ...] = ()
     code_versions: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     error: str | None = None
+    dvc_readable: bool = (
+        True  # False when DVC itself cannot read the dvc.yaml (then `dvc repro` fails repo-wide)
+    )
 
     @property
     def dvc_yaml(self) -> str:
@@ -76,7 +79,7 @@ class Recipe:
 
     def failed(self, error: str) -> "Recipe":
         """This recipe with `error` and no stages (what a broken recipe looks like)."""
-        return Recipe(name=self.name, folder=self.folder, error=error)
+        return Recipe(name=self.name, folder=self.folder, error=error, dvc_readable=self.dvc_readable)
 
     def stage(self, name: str) -> DvcStage:
         """The stage called `name` (KeyError if the recipe has none)."""
@@ -251,7 +254,8 @@ def load_project(root: Path | str, *, validate_params: bool = True, code_version
                 continue
             add(folder, stages=tuple(stages), code_versions=versions)
     for dvc_yaml, message in errors.items():
-        add(posixpath.dirname(dvc_yaml) or ".", error=f"{dvc_yaml}: DVC cannot read it: {message}")
+        folder = posixpath.dirname(dvc_yaml) or "."
+        add(folder, error=f"{dvc_yaml}: DVC cannot read it: {message}", dvc_readable=False)
     recipes = sorted(found.values(), key=lambda r: (r.folder != ".", r.folder))
     if validate_params:
         recipes = [_validated(root, r) for r in recipes]
