@@ -199,10 +199,15 @@ _KIND_RE = re.compile(r"-m\s+dagster_project\.stages\.(\w+)")
 
 def kind_params(kind: str) -> type[StageParams]:
     """The params model of a stage kind (`Params` in `dagster_project.stages.<kind>`)."""
+    name = f"dagster_project.stages.{kind}"
     try:
-        module = importlib.import_module(f"dagster_project.stages.{kind}")
-    except ModuleNotFoundError:
-        raise ParamsError(f"unknown stage kind {kind!r} (no module dagster_project.stages.{kind})") from None
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            raise ParamsError(f"unknown stage kind {kind!r} (no module {name})") from None
+        raise ParamsError(f"stage kind {kind!r} failed to import: {exc}") from None
+    except ImportError as exc:
+        raise ParamsError(f"stage kind {kind!r} failed to import: {exc}") from None
     model = getattr(module, "Params", None)
     if not (isinstance(model, type) and issubclass(model, StageParams)):
         raise ParamsError(f"stage kind {kind!r} declares no Params model")

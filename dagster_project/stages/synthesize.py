@@ -5,8 +5,9 @@
 
 Reads one params section (`Params` below). Input: a parquet or JSONL table. Each input row (or, with
 `distinct`, the first row of each distinct combination of those columns) is rendered into the prompt:
-`variables` maps prompt variables to columns, `constants` are fixed values, and `shots` draws in-context
-examples from another table. `samples` requests go out per row (seeds `seed`, `seed+1000`, ...). Every
+`variables` maps prompt variables to columns, `constants` are fixed values, `files` are YAML/JSON files
+given whole to the prompt (e.g. label descriptions), and `shots` draws in-context examples from another
+table. `samples` requests go out per row (seeds `seed`, `seed+1000`, ...). Every
 request runs through the teacher engine (cache, retries, schema validation); answers become rows by the
 prompt file's `output` block (explode, declared checks: see teacher/prompts.py). Writes `<out>/`:
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams
@@ -49,7 +51,7 @@ from dagster_project.teacher.prompts import Prompt, load_prompt
 class ShotsParams(StageParams):
     """In-context examples for each request, drawn (seeded) from a table."""
 
-    file: DataFile  # parquet or JSONL
+    file: str  # parquet or JSONL; may be an upstream stage's output, so it is checked when the stage runs
     k: int = Field(default=3, ge=0)
     columns: list[str] = Field(min_length=1)  # the columns each example carries into the prompt
     variable: str = "examples"  # the prompt variable that receives the list of examples
@@ -67,8 +69,10 @@ class Params(StageParams):
     seed: int = 0
     max_attempts: int = Field(default=3, ge=1)
     samples: int = Field(default=1, ge=1)  # requests per input row
+    seed_by: list[str] = []  # columns that give each row its own seed (rows rendering the same prompt)
     variables: dict[str, str] = {}  # prompt variable -> input column
     constants: dict[str, Any] = {}  # prompt variable -> fixed value
+    files: dict[str, DataFile] = {}  # prompt variable -> a YAML/JSON file whose parsed content it takes
     distinct: list[str] = []  # render once per distinct combination of these columns (first row wins)
     carry: dict[str, str] = {}  # output column -> input column copied into every row made from it
     id_columns: list[str] = Field(min_length=1)  # output columns hashed into each row's id
@@ -171,17 +175,21 @@ def main(argv: list[str] | None = None) -> None:
         s = params.shots
         shots = draw_shots(rows, read_table(root / s.file), s.k, s.columns, s.match, s.exclude, params.seed)
         shots = [{s.variable: examples} for examples in shots]
+    constants = dict(params.constants)
+    for var, path in params.files.items():
+        constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
     requests = build_requests(
         prompt,
         rows,
         model=params.teacher_model,
         variables=params.variables,
-        constants=params.constants,
+        constants=constants,
         temperature=params.temperature,
         seed=params.seed,
         samples=params.samples,
         sampling={"top_p": params.top_p} if params.top_p is not None else None,
         extra_variables=shots,
+        seed_by=params.seed_by,
     )
 
     with TeacherEngine(max_attempts=params.max_attempts) as engine:

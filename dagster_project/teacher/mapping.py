@@ -17,6 +17,7 @@ it is not a verdict on the data, and every answer already received is cached for
 Synthesis, judges, critics and reference answers all go through this module.
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,8 +59,13 @@ def build_requests(
     samples: int = 1,
     sampling: Mapping[str, Any] | None = None,
     extra_variables: Sequence[Mapping[str, Any]] | None = None,
+    seed_by: Sequence[str] = (),
 ) -> list[TeacherRequest]:
     """One request per row (and per sample: `samples` requests with seeds seed, seed+1000, ...).
+
+    Identical requests get identical (cached) answers; `seed_by` columns make each row's seed its own
+    (seed + a hash of those values: stable when other rows are added or removed), so two rows that render
+    the same messages are still two independent samples.
 
     `variables` maps each prompt variable to the row column it takes; `constants` are fixed values;
     `extra_variables[i]` adds per-row values (e.g. in-context examples drawn for row i). `sampling`
@@ -68,7 +74,7 @@ def build_requests(
     variables, constants = dict(variables or {}), dict(constants or {})
     requests = []
     for i, row in enumerate(rows):
-        missing = sorted({c for c in variables.values() if c not in row})
+        missing = sorted({c for c in [*variables.values(), *seed_by] if c not in row})
         if missing:
             raise KeyError(
                 f"{prompt.path}: the input rows have no column(s) {missing} (variables {variables}); "
@@ -77,12 +83,16 @@ def build_requests(
         values = {**constants, **{var: row[col] for var, col in variables.items()}}
         if extra_variables is not None:
             values.update(extra_variables[i])
+        row_seed = seed
+        if seed is not None and seed_by:
+            key = "\x1f".join(str(row.get(c)) for c in seed_by)
+            row_seed = seed + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 1_000_000 * 1000
         for sample in range(samples):
             req = TeacherRequest.from_prompt(
                 prompt,
                 model=model,
                 temperature=temperature,
-                seed=None if seed is None else seed + 1000 * sample,
+                seed=None if row_seed is None else row_seed + 1000 * sample,
                 meta={ROW_KEY: dict(row), VARS_KEY: values},
                 **values,
             )

@@ -16,9 +16,11 @@ registered with `@handler("<prompt name>")` in a module of this package that `_H
 Determinism: every answer is a pure function of (messages, temperature, seed, max_tokens).
 """
 
+import hashlib
 import importlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dagster_project.teacher.offline.grounded_qa import (  # noqa: F401  (re-exported)
@@ -30,8 +32,17 @@ from dagster_project.teacher.offline.grounded_qa import (  # noqa: F401  (re-exp
     split_sentences,
 )
 
-# Bump on any change to what any handler answers: it is part of every offline request's cache key.
-OFFLINE_TEACHER_REVISION = "3"
+
+def _source_revision() -> str:
+    """A hash of this package's source: part of every offline request's cache key, so editing a handler
+    never replays answers the old rules gave (the offline teacher is free to ask again)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+OFFLINE_TEACHER_REVISION = _source_revision()
 
 Handler = Callable[[str, float, int | None], dict[str, Any]]
 _HANDLERS: dict[str, Handler] = {}

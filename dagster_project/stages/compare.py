@@ -1,0 +1,212 @@
+"""Stage kind `compare`: one report comparing the arms of a recipe (e.g. SynthesizRR vs FewGen) side by side.
+
+    python -m dagster_project.stages.compare --params params.yaml [--section compare] \
+        --arm NAME SYNTHESIZED DEDUPED EVAL_REPORT [--arm ...] --out assets/comparison
+
+For each arm it reads the synthesized rows (`<SYNTHESIZED>/examples.parquet` and `rejects.parquet`), the
+curated split (`<DEDUPED>/report.json`) and the student's scores (`<EVAL_REPORT>/metrics.json`), and
+computes the dataset figures of `metrics/datasets.py` on the synthesized texts: label distribution,
+distinct-n, self-BLEU-1..5, entity entropy, mean pairwise and label-wise cosine, MAUVE against the gold
+test texts, label preservation (a classifier trained on `gold_train`). Writes (atomically):
+
+    metrics.json   per arm: counts, dataset figures, the student's accuracy and macro-F1
+    table.csv      one row per (arm, figure): the side-by-side table
+    report.md, report.html   the table, the label distributions, and which backend made each figure
+"""
+
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import Field
+
+from dagster_project.metrics.datasets import LabelClassifier, dataset_figures
+from dagster_project.metrics.diversity import resolve_embedder
+from dagster_project.params_schema import DataFile, StageParams
+from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+
+# (key, label, which direction is better) of the rows of the side-by-side table
+ROWS = [
+    ("n_examples", "synthesized examples", ""),
+    ("n_rejects", "rejects (refusals, failed checks)", ""),
+    ("n_train", "training rows after dedup", ""),
+    ("label_entropy_bits", "label entropy (bits)", "higher = more balanced"),
+    ("distinct_1", "distinct-1", "higher = more diverse"),
+    ("distinct_2", "distinct-2", "higher = more diverse"),
+    ("distinct_3", "distinct-3", "higher = more diverse"),
+    *[(f"self_bleu_{n}", f"self-BLEU-{n}", "lower = more diverse") for n in range(1, 6)],
+    ("entity_entropy_bits", "entity entropy (bits)", "higher = more varied entities"),
+    ("mean_pairwise_cosine", "mean pairwise cosine", "lower = more diverse"),
+    ("labelwise_cosine", "label-wise cosine", "lower = more diverse"),
+    ("mauve_vs_gold", "MAUVE vs gold test texts", "higher = closer to gold"),
+    ("label_preservation", "label preservation", "higher = labels kept"),
+    ("student_accuracy", "student accuracy (gold test)", "higher"),
+    ("student_macro_f1", "student macro-F1 (gold test)", "higher"),
+]
+
+
+class Params(StageParams):
+    """`compare`: the gold data the arms are measured against, and the figures' settings."""
+
+    gold_test: DataFile  # JSONL with the text and label columns: MAUVE's reference texts
+    gold_train: DataFile  # JSONL with the text and label columns: trains the label-preservation classifier
+    text_column: str = "text"
+    label_column: str = "label"
+    embedding_model: str | None = None  # null: the bundled all-MiniLM-L6-v2
+    max_texts: int = Field(default=1000, gt=1)  # seeded sample for self-BLEU and cosine
+    mauve_buckets: int = Field(default=30, gt=1)
+    seed: int = 0
+
+
+def read_jsonl(path: Path, columns: list[str]) -> pl.DataFrame:
+    """The given columns of a JSONL file; a missing column is an error naming the file."""
+    df = pl.read_ndjson(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SystemExit(f"error: compare: {path} has no column(s) {missing}; its columns: {df.columns}")
+    return df.select(columns)
+
+
+def student_scores(eval_dir: Path) -> dict[str, Any]:
+    """The student's accuracy and macro-F1 from an evaluate stage's metrics.json (None where absent)."""
+    path = eval_dir / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    student = metrics.get("student", {})
+    return {"student_accuracy": student.get("accuracy"), "student_macro_f1": student.get("macro_f1")}
+
+
+def arm_figures(
+    name: str, dirs: list[str], params: Params, gold: pl.DataFrame, embedder: Any, classifier: Any
+):
+    """Counts, dataset figures and student scores of one arm."""
+    synthesized, deduped, eval_dir = (Path(d) for d in dirs)
+    examples = pl.read_parquet(synthesized / "examples.parquet")
+    missing = [c for c in (params.text_column, params.label_column) if c not in examples.columns]
+    if missing:
+        raise SystemExit(f"error: compare: arm {name}: examples have no column(s) {missing}")
+    rejects = pl.read_parquet(synthesized / "rejects.parquet")
+    report = json.loads((deduped / "report.json").read_text())
+    texts = examples[params.text_column].to_list()
+    labels = [str(v) for v in examples[params.label_column].to_list()]
+    figures = dataset_figures(
+        texts,
+        labels,
+        embedder,
+        gold[params.text_column].to_list(),
+        classifier,
+        max_texts=params.max_texts,
+        mauve_buckets=params.mauve_buckets,
+        seed=params.seed,
+    )
+    return {
+        "n_examples": examples.height,
+        "n_rejects": rejects.height,
+        "reject_reasons": dict(rejects.group_by("reason").len().sort("reason").iter_rows()),
+        "n_train": report.get("n_train"),
+        **figures,
+        **student_scores(eval_dir),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def render(arms: dict[str, dict[str, Any]], meta: dict[str, Any]) -> tuple[str, str, list[list[str]]]:
+    """report.md, report.html and the table rows."""
+    names = list(arms)
+    table = [["figure", *names, "reading"]]
+    for key, label, better in ROWS:
+        table.append([label, *(_fmt(arms[n].get(key)) for n in names), better])
+    labels = sorted({lab for a in arms.values() for lab in a["label_counts"]})
+    dist = [["label", *names]] + [
+        [lab, *(str(arms[n]["label_counts"].get(lab, 0)) for n in names)] for lab in labels
+    ]
+    backends = arms[names[0]]["backends"] if names else {}
+
+    def md(rows: list[list[str]]) -> str:
+        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+    notes = [f"- {k}: {v}" for k, v in backends.items()]
+    notes.append(f"- gold test texts: {meta['gold_test']} ({meta['n_gold_test']} rows)")
+    notes.append(
+        f"- label-preservation classifier accuracy on the gold test set: {_fmt(meta['classifier_gold_acc'])}"
+    )
+    text_md = (
+        "# Comparison of the recipe's arms\n\n"
+        "Dataset figures are computed on each arm's synthesized examples; student scores on the gold "
+        "test set.\n\n"
+        f"{md(table)}\n\n## Label distribution of the synthesized examples\n\n{md(dist)}\n\n"
+        "## What made each figure\n\n" + "\n".join(notes) + "\n"
+    )
+
+    def html_table(rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    text_html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Comparison</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}td:first-child,th:first-child"
+        "{text-align:left}</style></head><body><h1>Comparison of the recipe's arms</h1>"
+        f"{html_table(table)}<h2>Label distribution of the synthesized examples</h2>{html_table(dist)}"
+        "<h2>What made each figure</h2><ul>"
+        + "".join(f"<li>{html.escape(n[2:])}</li>" for n in notes)
+        + "</ul></body></html>\n"
+    )
+    return text_md, text_html, table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point; see the module docstring."""
+    parser = stage_parser(__doc__.splitlines()[0], kind="compare")
+    parser.add_argument(
+        "--arm", nargs=4, action="append", required=True, metavar=("NAME", "SYNTHESIZED", "DEDUPED", "EVAL"),
+        help="one arm: its name and its synthesized, deduped and eval report folders",
+    )  # fmt: skip
+    parser.add_argument("--out", default="assets/comparison", help="output folder")
+    args = parser.parse_args(argv)
+    params: Params = load_stage_params(args.params, args.section, Params)
+    root = Path(args.params).parent
+
+    columns = [params.text_column, params.label_column]
+    gold_test = read_jsonl(root / params.gold_test, columns)
+    gold_train = read_jsonl(root / params.gold_train, columns)
+    embedder = resolve_embedder(params.embedding_model)
+    classifier = LabelClassifier(
+        gold_train[params.text_column].to_list(),
+        gold_train[params.label_column].to_list(),
+        embedder,
+        params.seed,
+    )
+    arms = {
+        name: arm_figures(name, dirs, params, gold_test, embedder, classifier) for name, *dirs in args.arm
+    }
+    meta = {
+        "gold_test": params.gold_test,
+        "n_gold_test": gold_test.height,
+        "classifier_gold_acc": classifier.accuracy(
+            gold_test[params.text_column].to_list(), gold_test[params.label_column].to_list()
+        ),
+    }
+    text_md, text_html, table = render(arms, meta)
+    with atomic_output_dir(args.out) as tmp:
+        write_json(tmp / "metrics.json", {"arms": arms, **meta})
+        (tmp / "report.md").write_text(text_md, encoding="utf-8")
+        (tmp / "report.html").write_text(text_html, encoding="utf-8")
+        with open(tmp / "table.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(table)
+    print(text_md)
+
+
+if __name__ == "__main__":
+    main()
