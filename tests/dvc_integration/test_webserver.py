@@ -1,5 +1,7 @@
-"""The real Dagster webserver: a GraphQL launch (what the UI's Materialize button sends) runs DVC,
-and a headless-Chromium screenshot of the asset graph shows every asset."""
+"""The real Dagster webserver over a repo with several recipes (one broken): a GraphQL launch (what the
+UI's Materialize button sends) of a prefixed asset runs its recipe's stage, the broken recipe's error
+sensor fails its ticks with DVC's message, and a headless-Chromium screenshot of the asset graph shows
+every recipe's assets."""
 
 import json
 import os
@@ -13,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, system_chromium
+from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, executed, system_chromium
 
 pytestmark = pytest.mark.slow
 
-ASSETS = ["corpus", "synthesized", "deduped", "student", "eval_report"]
+ASSETS = ["corpus", "synthesized", "deduped", "student", "eval_report", "score", "shard_1"]
+RECIPES = ["default", "alpha", "beta"]
 
 LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {
@@ -33,6 +36,15 @@ mutation Launch($executionParams: ExecutionParams!) {
 RUN_STATUS = (
     "query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status startTime endTime } } }"
 )
+SENSORS = """
+query Sensors($location: String!) {
+  sensorsOrError(repositorySelector: {repositoryLocationName: $location, repositoryName: "__repository__"}) {
+    __typename
+    ... on Sensors { results { name sensorState { status
+      ticks(limit: 1) { status error { message cause { message } } } } } }
+  }
+}
+"""
 LOCATIONS = """
 query { workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }
@@ -57,8 +69,9 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 
 
 @pytest.fixture
-def dagster_dev(fixture_repo, tmp_path):
-    """`dagster dev` (webserver + daemon) serving the fixture project's assets."""
+def dagster_dev(broken_recipes_repo, tmp_path):
+    """`dagster dev` (webserver + daemon) serving the recipes of a repo where two recipes are broken."""
+    fixture_repo = broken_recipes_repo
     port = _free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -100,13 +113,13 @@ def dagster_dev(fixture_repo, tmp_path):
         log.close()
 
 
-def launch_and_wait(port: int, location: str, asset: str, timeout: float = 900) -> dict:
+def launch_and_wait(port: int, location: str, asset: list[str], timeout: float = 900) -> dict:
     params = {
         "selector": {
             "repositoryLocationName": location,
             "repositoryName": "__repository__",
             "pipelineName": "__ASSET_JOB",
-            "assetSelection": [{"path": [asset]}],
+            "assetSelection": [{"path": asset}],
             "assetCheckSelection": [],
         },
         "mode": "default",
@@ -124,18 +137,37 @@ def launch_and_wait(port: int, location: str, asset: str, timeout: float = 900) 
     raise AssertionError(f"run {run_id} did not finish in {timeout}s")
 
 
-def test_graphql_materialize_updates_dvc_lock_and_ui_shows_all_assets(dagster_dev, fixture_repo):
-    port, location = dagster_dev
-    assert not (fixture_repo / "dvc.lock").exists()
+def latest_sensor_ticks(port: int, location: str) -> dict[str, dict]:
+    results = graphql(port, SENSORS, {"location": location})["sensorsOrError"]["results"]
+    return {s["name"]: s["sensorState"] for s in results}
 
-    run = launch_and_wait(port, location, "corpus")
+
+def test_graphql_materialize_updates_dvc_lock_and_ui_shows_all_assets(dagster_dev, broken_recipes_repo):
+    port, location = dagster_dev
+    root = broken_recipes_repo
+    alpha = root / "examples/alpha"
+    assert not (root / "dvc.lock").exists()
+
+    # A prefixed asset of a recipe under examples/: its stage runs in its folder, its dvc.lock records it.
+    run = launch_and_wait(port, location, ["alpha", "corpus"])
     assert run["status"] == "SUCCESS", run
-    lock = yaml.safe_load((fixture_repo / "dvc.lock").read_text())
+    assert executed(alpha) == ["retrieve"] and executed(root) == []
+    lock = yaml.safe_load((alpha / "dvc.lock").read_text())
+    assert (
+        list(lock["stages"]) == ["retrieve"]
+        and lock["stages"]["retrieve"]["outs"][0]["path"] == "assets/corpus"
+    )
+    assert not (root / "dvc.lock").exists()
+
+    # The root recipe's asset of the same name is another asset, and another dvc.lock.
+    run = launch_and_wait(port, location, ["default", "corpus"])
+    assert run["status"] == "SUCCESS", run
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert "retrieve" in lock["stages"] and lock["stages"]["retrieve"]["outs"][0]["path"] == "assets/corpus"
 
     # Materializing an up-to-date asset: DVC skips, Dagster still records it. Timed for the notes.
     start = time.time()
-    again = launch_and_wait(port, location, "corpus")
+    again = launch_and_wait(port, location, ["default", "corpus"])
     assert again["status"] == "SUCCESS"
     print(
         json.dumps(
@@ -145,6 +177,21 @@ def test_graphql_materialize_updates_dvc_lock_and_ui_shows_all_assets(dagster_de
             }
         )
     )
+
+    # The broken recipes are there by name: running sensors whose ticks fail with the error.
+    deadline = time.time() + 300
+    while True:
+        states = latest_sensor_ticks(port, location)
+        ticks = {name: (states[name]["ticks"] or [None])[0] for name in states}
+        broken = ticks.get("recipe_error__broken")
+        if (broken and broken["status"] == "FAILURE") or time.time() > deadline:
+            break
+        time.sleep(2)
+    assert {"dvc_lock_sensor", "recipe_error__broken", "recipe_error__badparams"} <= set(states)
+    assert states["recipe_error__broken"]["status"] == "RUNNING"
+    assert broken and broken["status"] == "FAILURE", ticks
+    error = broken["error"]["message"] + ((broken["error"].get("cause") or {}).get("message") or "")
+    assert "recipe 'broken'" in error and "examples/broken/dvc.yaml" in error, error
 
     screenshot_asset_graph(port)
 
@@ -168,7 +215,7 @@ def screenshot_asset_graph(port: int) -> None:
         page.screenshot(path=str(ARTIFACTS / "asset_graph.png"))
         text = page.inner_text("body")
         browser.close()
-    for name in ASSETS:
+    for name in ASSETS + RECIPES:
         assert name in text
 
 
