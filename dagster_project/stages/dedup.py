@@ -399,12 +399,14 @@ def dedup(
     return (train, val, removed, report). Paths in params are relative to `root`."""
     key_fields, steps, seed = list(params.key_fields), list(params.normalize), params.seed
     keep, keep_column, judge_on = params.keep, params.keep_column, params.judge.enabled
-    needed = {*key_fields, *params.filters.required, *([params.split_by] if params.split_by else [])}
+    f, d = params.filters, params.decontaminate
+    needed = {*key_fields, *f.required, *f.min_chars, *f.max_chars, *d.ngram_fields, *d.near_fields}
+    needed |= {params.split_by} if params.split_by else set()
     missing = sorted(needed - set(df.columns))
     if missing:
         raise SystemExit(
-            f"error: dedup: the examples have no column(s) {missing} (key_fields, filters.required, "
-            f"split_by); their columns: {df.columns}"
+            f"error: dedup: the examples have no column(s) {missing} (named by key_fields, filters, "
+            f"decontaminate or split_by); their columns: {df.columns}"
         )
 
     columns = df.columns

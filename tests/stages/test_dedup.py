@@ -282,3 +282,11 @@ def test_main_writes_outputs(tmp_path, monkeypatch):
         and e8["duplicate_of"] == "o1"
         and e8["detail"].startswith("other.jsonl")
     )
+
+
+def test_a_column_the_params_name_but_the_rows_lack_is_named(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match=r"no column\(s\) \['title'\]"):
+        _run(tmp_path, filters={**yaml.safe_load((REPO / "params.yaml").read_text())["dedup"]["filters"],
+                                "min_chars": {"title": 3}})  # fmt: skip
