@@ -332,3 +332,24 @@ def make_multi_recipe_repo(root: Path, broken: bool = False) -> Path:
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "recipes"], cwd=root)
     return root
+
+
+def copy_repo(dest: Path, drop_locks: bool = True) -> Path:
+    """The repo as a fresh clone would see it (tracked and untracked-but-not-ignored files), committed in
+    a new git repo at `dest`; every recipe's dvc.lock dropped unless `drop_locks` is false."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO_ROOT / rel
+        if src.is_file() and not (drop_locks and src.name == "dvc.lock"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run(["git", "init", "-q"], cwd=dest)
+    run(["git", "add", "-A"], cwd=dest)
+    run(["git", "commit", "-qm", "copy"], cwd=dest)
+    return dest

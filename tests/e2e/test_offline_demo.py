@@ -2,14 +2,12 @@
 network, keys or GPU; the student loads with from_pretrained and beats the trivial baseline."""
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ARTIFACTS, REPO_ROOT, dvc, render_report_page, run
+from helpers import ARTIFACTS, copy_repo, dvc, render_report_page
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +25,6 @@ def cpu_ticks() -> dict[str, int]:
         return {}
     names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
     return dict(zip(names, map(int, fields[1:9]), strict=False))
-
-
-def copy_repo(dest: Path) -> Path:
-    """The repo as a fresh clone would see it: tracked and untracked-but-not-ignored files."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO_ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    run(["git", "init", "-q"], cwd=dest)
-    run(["git", "add", "-A"], cwd=dest)
-    run(["git", "commit", "-qm", "copy"], cwd=dest)
-    return dest
 
 
 @pytest.fixture(scope="module")
