@@ -36,28 +36,30 @@ import yaml
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
 
 from dagster_project.stages import train
-from dagster_project.stages.prompt_format import PromptFormat
+from dagster_project.student.data import load_rows as load_split
+from dagster_project.student.model import build_student
+from dagster_project.student.prompt_format import PromptFormat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_rows(data: str | None) -> tuple[list[dict], str]:
     if data and (Path(data) / "train.parquet").exists():
-        return train.load_split(data, "train"), f"{data}/train.parquet"
+        return load_split(data, "train", PromptFormat()), f"{data}/train.parquet"
     gold = REPO_ROOT / "data/demo_world/gold_test.jsonl"
     rows = [json.loads(line) for line in gold.read_text().splitlines() if line.strip()]
     return rows, f"{gold.relative_to(REPO_ROOT)} (no train.parquet given)"
 
 
-def plain_trainer(rows: list[dict], params: dict, steps: int, out: Path) -> dict:
+def plain_trainer(rows: list[dict], params: train.Params, steps: int, out: Path) -> dict:
     """A plain `Trainer` with default settings on the same model, tokenizer and texts."""
-    set_seed(params["seed"])
-    prompt_format = PromptFormat.from_params(params["prompt_format"])
-    tokenizer, model = train.build_student(params, rows, prompt_format)
+    set_seed(params.seed)
+    prompt_format = PromptFormat.from_params(params.prompt_format)
+    tokenizer, model = build_student(params, rows, prompt_format)
     texts = [
         prompt_format.prompt(r, tokenizer) + prompt_format.completion(r) + tokenizer.eos_token for r in rows
     ]
-    encoded = [tokenizer(t, truncation=True, max_length=params["max_length"]) for t in texts]
+    encoded = [tokenizer(t, truncation=True, max_length=params.max_length) for t in texts]
     n_tokens: list[int] = []
 
     def collate(batch: list[dict]) -> dict:
@@ -67,12 +69,12 @@ def plain_trainer(rows: list[dict], params: dict, steps: int, out: Path) -> dict
     args = TrainingArguments(
         output_dir=str(out),
         max_steps=steps,
-        per_device_train_batch_size=params["batch_size"],
-        learning_rate=params["learning_rate"],
+        per_device_train_batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
-        seed=params["seed"],
+        seed=params.seed,
     )
     trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collate)
     started = time.perf_counter()
@@ -81,9 +83,9 @@ def plain_trainer(rows: list[dict], params: dict, steps: int, out: Path) -> dict
     return {"tokens_per_second": round(sum(n_tokens) / seconds, 1), "seconds": round(seconds, 2)}
 
 
-def ours(rows: list[dict], params: dict, steps: int, out: Path, packing: bool) -> dict:
-    steps_per_epoch = -(-len(rows) // params["batch_size"])
-    run = dict(params, epochs=steps / steps_per_epoch, save_steps=0, packing=packing)
+def ours(rows: list[dict], params: train.Params, steps: int, out: Path, packing: bool) -> dict:
+    steps_per_epoch = -(-len(rows) // params.batch_size)
+    run = params.model_copy(update={"epochs": steps / steps_per_epoch, "save_steps": 0, "packing": packing})
     log = train.train_student(rows, [], run, out, checkpoint_root=out.parent / "ckpt")
     assert log["steps"] == steps, (log["steps"], steps)
     return {"tokens_per_second": log["tokens_per_second"], "seconds": log["train_seconds"]}
@@ -104,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     steps, repeats = (20, 1) if args.quick else (args.steps, args.repeats)
     params = yaml.safe_load(Path(args.params).read_text())["train"]
-    params = {**train.TRAIN_DEFAULTS, **params, "base_model": None}
+    params = train.Params.model_validate({**params, "base_model": None})
     rows, source = load_rows(args.data)
 
     runs: dict[str, list[dict]] = {"plain_trainer": [], "ours": [], "ours_packed": []}

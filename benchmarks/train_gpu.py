@@ -5,12 +5,12 @@
 Training, each variant on the same model (GPT-2 124M from config: 12 layers, 12 heads, 768 wide, vocabulary
 50,304 = GPT-2's padded to a multiple of 64) and the same data (1,024-token examples of random token ids: a
 960-token prompt and a 64-token completion; throughput does not depend on what the tokens say):
-- `ours`: the train stage's path -- `train.QATrainer` with `train.training_arguments`, the length-grouped
+- `ours`: the train stage's path -- `StudentTrainer` with `training_arguments` (student/), the length-grouped
   sampler, the collator, the completion + prompt loss (weight 1, so every token is a target), the fused
   kernels of `fast_kernels.py` -- in bf16
   with `torch_compile: true` (model and loss compiled);
 - `ours_whole_compile`: the same with the model compiled whole (as `Trainer(torch_compile=True)` does)
-  instead of block by block (see `train.compile_blocks`);
+  instead of block by block (see `student.model.compile_blocks`);
 - `ours_eager`: the same without torch.compile;
 - `plain`: a plain Hugging Face `Trainer` with default settings and `bf16=True`, on `default_data_collator`
   batches with `labels = input_ids` (the model's own loss).
@@ -48,9 +48,14 @@ from transformers import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from dagster_project.stages import evaluate, train  # noqa: E402
-from dagster_project.stages.fast_kernels import use_fused_kernels  # noqa: E402
-from dagster_project.stages.prompt_format import PromptFormat  # noqa: E402
+from dagster_project.evaluation import generate as evaluate  # noqa: E402
+from dagster_project.student import collate  # noqa: E402
+from dagster_project.student import data as student_data  # noqa: E402
+from dagster_project.student import dataset as student_dataset  # noqa: E402
+from dagster_project.student import model as student_model  # noqa: E402
+from dagster_project.student import trainer as student_trainer  # noqa: E402
+from dagster_project.student.fast_kernels import use_fused_kernels  # noqa: E402
+from dagster_project.student.prompt_format import PromptFormat  # noqa: E402
 
 SEQ, PROMPT = 1024, 960
 H100_BF16_DENSE_PEAK = 989.4e12
@@ -97,7 +102,7 @@ def examples(n: int, vocab: int) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 50257, (n, SEQ), generator=g).tolist()
     return [
-        {"input_ids": row, "labels": [train.IGNORE_INDEX] * PROMPT + row[PROMPT:], "n_prompt": PROMPT}
+        {"input_ids": row, "labels": [student_data.IGNORE_INDEX] * PROMPT + row[PROMPT:], "n_prompt": PROMPT}
         for row in ids
     ]
 
@@ -121,7 +126,7 @@ def train_variant(name: str, steps: int, warmup: int, batch: int, out: Path) -> 
             model=model, args=args, train_dataset=data, data_collator=default_data_collator, callbacks=[timer]
         )
     else:
-        args = train.training_arguments(
+        args = student_trainer.training_arguments(
             out,
             total_steps=steps,
             batch_size=batch,
@@ -132,21 +137,21 @@ def train_variant(name: str, steps: int, warmup: int, batch: int, out: Path) -> 
             save_steps=0,
             eval_steps=0,
             seed=0,
-            precision_flags=train._precision("bf16"),
+            precision_flags=student_model.precision_flags("bf16"),
         )
         use_fused_kernels(model)  # as the stage does
         if name == "ours":
-            train.compile_blocks(model)
+            student_model.compile_blocks(model)
         elif name == "ours_whole_compile":  # the model compiled whole, as Trainer's torch_compile does
             model.compile()
         args.disable_tqdm = True
-        trainer = train.QATrainer(
+        trainer = student_trainer.StudentTrainer(
             model=model,
             prompt_loss_weight=1.0,
             compile_loss=name != "ours_eager",
             args=args,
-            train_dataset=train.QADataset.from_examples(rows),
-            data_collator=train.make_collator(pad_id=0, packing=False, max_length=SEQ),
+            train_dataset=student_dataset.StudentDataset.from_examples(rows),
+            data_collator=collate.make_collator(pad_id=0, packing=False, max_length=SEQ),
             callbacks=[timer],
         )
     torch.cuda.reset_peak_memory_stats()
@@ -193,7 +198,7 @@ def generation(rows_wanted: int, max_new_tokens: int, batch_sizes: list[int], ou
     rows = [gold[i % len(gold)] for i in range(rows_wanted)]
     fmt = PromptFormat()
     texts = [fmt.prompt(r) + fmt.completion(r) for r in gold]
-    tokenizer = train.train_tokenizer(texts, vocab_size=1000)
+    tokenizer = student_model.train_tokenizer(texts, vocab_size=1000)
     gpt2_124m(vocab_size=len(tokenizer)).save_pretrained(out / "student")
     tokenizer.save_pretrained(out / "student")
     fmt.save(out / "student")

@@ -12,19 +12,22 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import test_train_evaluate as tte
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from tiny_recipe import REPO_ROOT, TINY_TRAIN, recipe, train_params
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, TrainerCallback
 
 from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import train
-from dagster_project.stages.common import TrackedParams
-from dagster_project.stages.fast_kernels import plain_lm_head
-from dagster_project.stages.prompt_format import PromptFormat
+from dagster_project.student.checkpoints import CHECKPOINT_ROOT_ENV, last_checkpoint, run_fingerprint
+from dagster_project.student.collate import make_collator
+from dagster_project.student.data import IGNORE_INDEX, encode_example, encode_examples, token_ids
+from dagster_project.student.fast_kernels import plain_lm_head
+from dagster_project.student.model import PAD_TOKEN, compile_blocks, train_tokenizer
+from dagster_project.student.prompt_format import PromptFormat
+from dagster_project.student.trainer import Curves, StudentTrainer, completion_loss
 
-REPO_ROOT, TINY_TRAIN = tte.REPO_ROOT, tte.TINY_TRAIN
-recipe = tte.recipe  # the fixture: a recipe folder with tiny data, cwd = it
+__all__ = ["recipe"]  # the fixture: a recipe folder with tiny data, cwd = it
 
 
 def _train_rows(recipe: Path) -> list[dict]:
@@ -44,21 +47,21 @@ def test_killed_training_resumes_from_its_last_checkpoint(recipe: Path) -> None:
     params["train"].update(epochs=10, save_steps=10)
     (recipe / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ckpts = recipe / "ckpts"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), train.CHECKPOINT_ROOT_ENV: str(ckpts)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), CHECKPOINT_ROOT_ENV: str(ckpts)}
     cmd = [sys.executable, "-m", "dagster_project.stages.train"]
     cmd += ["--params", "params.yaml", "--data", "assets/deduped", "--out", "assets/student"]
 
     first = subprocess.Popen(cmd, cwd=recipe, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None:
-        if any(train.last_checkpoint(d) for d in ckpts.glob("*")):
+        if any(last_checkpoint(d) for d in ckpts.glob("*")):
             break
         time.sleep(0.05)
     assert first.poll() is None, "finished before the kill:\n" + first.stdout.read().decode()
     first.send_signal(signal.SIGKILL)
     first.wait()
     (run_dir,) = ckpts.glob("*")
-    killed_at = int(train.last_checkpoint(run_dir).name.split("-")[-1])
+    killed_at = int(last_checkpoint(run_dir).name.split("-")[-1])
     assert 10 <= killed_at < 60
     assert not (recipe / "assets/student").exists()  # nothing half-written in the DVC output
 
@@ -78,12 +81,12 @@ def test_killed_training_resumes_from_its_last_checkpoint(recipe: Path) -> None:
 
 def test_resume_gives_the_uninterrupted_result(recipe: Path) -> None:
     rows = _train_rows(recipe)
-    params = dict(TINY_TRAIN, epochs=2, save_steps=4)  # 12 steps, checkpoints at 4, 8, 12
+    params = train_params(epochs=2, save_steps=4)  # 12 steps, checkpoints at 4, 8, 12
     whole = train.train_student(rows, [], params, recipe / "whole", checkpoint_root=recipe / "c1")
     # A run "killed" right after its checkpoint at step 8.
-    fingerprint = train.run_fingerprint(params, rows, [])
+    fingerprint = run_fingerprint(params, rows, [], code=[Path(train.__file__)])
 
-    class Kill(train.TrainerCallback):
+    class Kill(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
             if state.global_step == 8:
                 raise KeyboardInterrupt
@@ -92,7 +95,7 @@ def test_resume_gives_the_uninterrupted_result(recipe: Path) -> None:
         train.train_student(
             rows, [], params, recipe / "killed", checkpoint_root=recipe / "c2", callbacks=[Kill()]
         )
-    assert train.last_checkpoint(recipe / "c2" / fingerprint).name == "checkpoint-8"
+    assert last_checkpoint(recipe / "c2" / fingerprint).name == "checkpoint-8"
     resumed = train.train_student(rows, [], params, recipe / "resumed", checkpoint_root=recipe / "c2")
     assert resumed["resumed_from_step"] == 8
     assert resumed["final_logged_loss"] == pytest.approx(whole["final_logged_loss"], rel=1e-5)
@@ -103,17 +106,16 @@ def test_resume_gives_the_uninterrupted_result(recipe: Path) -> None:
 
 def test_a_checkpoint_of_other_params_is_not_resumed(recipe: Path) -> None:
     rows = _train_rows(recipe)
-    a = train.run_fingerprint(dict(TINY_TRAIN), rows, [])
-    assert a == train.run_fingerprint(dict(TINY_TRAIN), rows, [])
-    assert a != train.run_fingerprint(dict(TINY_TRAIN, learning_rate=0.001), rows, [])
-    assert a != train.run_fingerprint(dict(TINY_TRAIN), rows[1:], [])
-    tracked = TrackedParams(dict(TINY_TRAIN), "train")
-    assert train.run_fingerprint(tracked, rows, []) == a and not tracked.accessed  # hashing is not reading
+    a = run_fingerprint(train_params(), rows, [])
+    assert a == run_fingerprint(train_params(), rows, [])
+    assert a != run_fingerprint(train_params(learning_rate=0.001), rows, [])
+    assert a != run_fingerprint(train_params(), rows[1:], [])
+    assert a != run_fingerprint(train_params(), rows, [], code=[Path(train.__file__)])  # the stage's code
     (recipe / "c" / "checkpoint-5").mkdir(parents=True)  # cut short by a kill: no trainer_state.json
-    assert train.last_checkpoint(recipe / "c") is None
+    assert last_checkpoint(recipe / "c") is None
     (recipe / "c" / "checkpoint-3").mkdir()
     (recipe / "c" / "checkpoint-3" / "trainer_state.json").write_text("{}")
-    assert train.last_checkpoint(recipe / "c").name == "checkpoint-3"
+    assert last_checkpoint(recipe / "c").name == "checkpoint-3"
 
 
 def test_resume_survives_curves_torn_by_the_kill(tmp_path: Path) -> None:
@@ -124,7 +126,7 @@ def test_resume_survives_curves_torn_by_the_kill(tmp_path: Path) -> None:
     curve.write_text("timestamp\tstep\tloss\n1\t5\t2.0\n2\t10\t1.5\n3\t15\t1.2\n4\t2")
     (live / "plots/metrics/train/lr.tsv").write_text("times")  # torn inside the header
     (live / "metrics.json").write_text('{"train": {"loss": 1.')
-    callback = train._Curves(live, resume_step=10)
+    callback = Curves(live, resume_step=10)
     callback.on_train_begin(None, type("S", (), {"is_world_process_zero": True})(), None)
     callback.live.end()
     assert curve.read_text() == "timestamp\tstep\tloss\n1\t5\t2.0\n2\t10\t1.5\n"
@@ -136,7 +138,7 @@ def test_resume_survives_curves_torn_by_the_kill(tmp_path: Path) -> None:
 
 def test_packed_training_is_deterministic(recipe: Path) -> None:
     rows = _train_rows(recipe)
-    params = dict(TINY_TRAIN, epochs=1, packing=True, gradient_accumulation_steps=2, lr_scheduler="linear")
+    params = train_params(epochs=1, packing=True, gradient_accumulation_steps=2, lr_scheduler="linear")
     first = train.train_student(rows, [], params, recipe / "a")
     second = train.train_student(rows, [], params, recipe / "b")
     assert first["train_loss"] == second["train_loss"] and first["packing"] and first["steps"] == 3
@@ -146,10 +148,10 @@ def test_packed_training_is_deterministic(recipe: Path) -> None:
 def test_gradient_accumulation_averages_micro_batches(recipe: Path) -> None:
     """N accumulated micro-batches of B give the loss scale of one batch of N x B, not N times it."""
     rows = _train_rows(recipe)
-    base = dict(TINY_TRAIN, epochs=1, save_steps=0, lr_scheduler="constant_with_warmup", warmup_ratio=0.0)
-    whole = train.train_student(rows, [], dict(base, batch_size=8), recipe / "a")
+    base = dict(epochs=1, save_steps=0, lr_scheduler="constant_with_warmup", warmup_ratio=0.0)
+    whole = train.train_student(rows, [], train_params(**base, batch_size=8), recipe / "a")
     accumulated = train.train_student(
-        rows, [], dict(base, batch_size=4, gradient_accumulation_steps=2), recipe / "b"
+        rows, [], train_params(**base, batch_size=4, gradient_accumulation_steps=2), recipe / "b"
     )
     first_whole, first_accumulated = whole["loss_history"][0]["loss"], accumulated["loss_history"][0]["loss"]
     assert first_accumulated == pytest.approx(first_whole, rel=0.1)  # the bug made it ~2x
@@ -157,14 +159,14 @@ def test_gradient_accumulation_averages_micro_batches(recipe: Path) -> None:
 
 def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
     texts = [f"Context: town {i} on the river\nQuestion: which?\nAnswer: river {i}" for i in range(8)]
-    tokenizer = train.train_tokenizer(texts, vocab_size=300)
+    tokenizer = train_tokenizer(texts, vocab_size=300)
     rows = [{"context": f"Town {i} lies on the river Ka{i}.", "question": "Which river?"} for i in range(5)]
     rows = [r | {"answer": f"Ka{i}"} for i, r in enumerate(rows)]
-    examples = [train.encode_example(tokenizer, r, max_length=64) for r in rows]
+    examples = [encode_example(tokenizer, r, max_length=64) for r in rows]
     batch = [{k: ex[k] for k in ("input_ids", "labels", "n_prompt")} for ex in examples]
     longest = max(len(ex["input_ids"]) for ex in batch)
-    packed = train.make_collator(tokenizer.pad_token_id, packing=True, max_length=2 * longest + 1)(batch)
-    plain = train.make_collator(tokenizer.pad_token_id)(batch)
+    packed = make_collator(tokenizer.pad_token_id, packing=True, max_length=2 * longest + 1)(batch)
+    plain = make_collator(tokenizer.pad_token_id)(batch)
     assert packed["input_ids"].shape[0] < len(batch) and "attention_mask" not in packed
     assert int(packed["n_tokens"]) == int(plain["n_tokens"]) == sum(len(ex["input_ids"]) for ex in batch)
 
@@ -177,11 +179,11 @@ def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
             segment = ids[s:e]
             match = [ex for ex in batch if ex["input_ids"] == segment]
             if not match:  # the trailing padding segment
-                assert set(segment) == {tokenizer.pad_token_id} and set(labels[s:e]) == {train.IGNORE_INDEX}
+                assert set(segment) == {tokenizer.pad_token_id} and set(labels[s:e]) == {IGNORE_INDEX}
                 continue
             found += 1
             assert labels[s:e] == match[0]["labels"]
-            supervised = [t for t, lab in zip(segment, labels[s:e], strict=True) if lab != train.IGNORE_INDEX]
+            supervised = [t for t, lab in zip(segment, labels[s:e], strict=True) if lab != IGNORE_INDEX]
             assert tokenizer.decode(supervised).startswith(" Ka")
             assert packed["prompt_mask"][r, s] == 0  # the first token of an example is never a target
     assert found == len(batch)
@@ -190,8 +192,8 @@ def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=2)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).eval()
-    trainer = train.QATrainer.__new__(train.QATrainer)
-    trainer.prompt_loss_weight, trainer.tokens_seen, trainer._loss_fn = 1.0, 0, train.qa_loss
+    trainer = StudentTrainer.__new__(StudentTrainer)
+    trainer.prompt_loss_weight, trainer.tokens_seen, trainer._loss_fn = 1.0, 0, completion_loss
     trainer._lm_head = None
     model.train()  # the prompt term counts only in training; dropout is 0 in eval below
     for module in model.modules():
@@ -212,7 +214,7 @@ def test_packing_keeps_completion_labels_and_example_boundaries() -> None:
 def test_early_stopping_on_val_loss_and_dvclive_curves(recipe: Path) -> None:
     rows, val = _train_rows(recipe), _val_rows(recipe)
     # A learning rate so high the val loss gets worse: stops after `patience` evaluations without a gain.
-    params = dict(TINY_TRAIN, epochs=20, learning_rate=0.5, eval_steps=2, early_stopping_patience=2)
+    params = train_params(epochs=20, learning_rate=0.5, eval_steps=2, early_stopping_patience=2)
     log = train.train_student(rows, val, params, recipe / "out")
     assert log["stopped_early"] and log["steps"] < log["planned_steps"] == 120
     assert log["eval_history"] and log["best_step"] is not None
@@ -229,7 +231,7 @@ def test_early_stopping_on_val_loss_and_dvclive_curves(recipe: Path) -> None:
 def test_schedule_with_warmup_and_a_progress_bar_with_tokens_per_s(
     recipe: Path, scheduler: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    params = dict(TINY_TRAIN, epochs=5, lr_scheduler=scheduler, warmup_ratio=0.1, save_steps=0)
+    params = train_params(epochs=5, lr_scheduler=scheduler, warmup_ratio=0.1, save_steps=0)
     log = train.train_student(_train_rows(recipe), [], params, recipe / "out")
     total = log["planned_steps"]
     warmup = math.ceil(0.1 * total)
@@ -257,7 +259,7 @@ def test_schedule_with_warmup_and_a_progress_bar_with_tokens_per_s(
 
 def _tiny_pretrained(path: Path, rows: list[dict]) -> Path:
     texts = [PromptFormat().prompt(r) + PromptFormat().completion(r) for r in rows]
-    tokenizer = train.train_tokenizer(texts, vocab_size=300)
+    tokenizer = train_tokenizer(texts, vocab_size=300)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2)
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -267,7 +269,7 @@ def _tiny_pretrained(path: Path, rows: list[dict]) -> Path:
 def test_sft_of_a_local_pretrained_model(recipe: Path) -> None:
     rows = _train_rows(recipe)
     base = _tiny_pretrained(recipe / "base", rows)
-    params = dict(TINY_TRAIN, base_model=str(base), epochs=1, prompt_loss_weight=0.0)
+    params = train_params(base_model=str(base), epochs=1, prompt_loss_weight=0.0)
     log = train.train_student(rows, _val_rows(recipe), params, recipe / "out")
     assert log["n_trainable_params"] == log["n_params"] and log["val_loss"] is not None
     model = AutoModelForCausalLM.from_pretrained(recipe / "out")
@@ -279,7 +281,7 @@ def test_lora_trains_adapters_and_saves_a_merged_checkpoint(recipe: Path) -> Non
     rows = _train_rows(recipe)
     base = _tiny_pretrained(recipe / "base", rows)
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None}
-    params = dict(TINY_TRAIN, base_model=str(base), epochs=1, lora=lora)
+    params = train_params(base_model=str(base), epochs=1, lora=lora)
     log = train.train_student(rows, [], params, recipe / "out")
     assert 0 < log["n_trainable_params"] < log["n_params"] / 2
     merged = AutoModelForCausalLM.from_pretrained(recipe / "out")  # a plain checkpoint, no adapter files
@@ -304,8 +306,7 @@ def _validate(recipe: Path, **train_overrides) -> None:  # noqa: ANN003
 def test_new_train_params_are_validated(recipe: Path) -> None:
     _validate(recipe)  # all optional: the old section is valid
     repo = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["train"]
-    assert set(train.TRAIN_DEFAULTS) <= set(repo)  # params.yaml lists every key
-    assert {k: repo[k] for k in train.TRAIN_DEFAULTS} == train.TRAIN_DEFAULTS  # defaults = today's recipe
+    assert set(train.Params.model_fields) == set(repo)  # params.yaml lists every key
     _validate(recipe, packing=True, lr_scheduler="linear", eval_steps=5, early_stopping_patience=2)
     with pytest.raises(ParamsError, match="lr_scheduler"):
         _validate(recipe, lr_scheduler="cosine_annealing")
@@ -325,7 +326,7 @@ def test_compile_blocks_compiles_each_block_in_place() -> None:
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64)).eval()
     ids = torch.randint(0, 100, (2, 16))
     expected, keys = model(input_ids=ids, use_cache=False).logits, list(model.state_dict())
-    assert train.compile_blocks(model) == 2
+    assert compile_blocks(model) == 2
     assert torch.allclose(model(input_ids=ids, use_cache=False).logits, expected, atol=1e-5)
     assert list(model.state_dict()) == keys
 
@@ -366,15 +367,15 @@ def test_two_process_ddp_training_on_cpu_writes_one_checkpoint(recipe: Path, lau
 
 def test_batched_token_ids_never_pad_and_take_empty_input() -> None:
     texts = ["Context: the river Ka\nQuestion: which?\nAnswer:", " Ka", "a much longer text " * 5]
-    tokenizer = train.train_tokenizer(texts * 4, vocab_size=300)
+    tokenizer = train_tokenizer(texts * 4, vocab_size=300)
     one_by_one = [tokenizer.backend_tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
-    assert train.token_ids(tokenizer, texts) == one_by_one
+    assert token_ids(tokenizer, texts) == one_by_one
     # A pretrained tokenizer.json can come with padding switched on: ids must still be unpadded.
-    tokenizer.backend_tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=train.PAD_TOKEN)
-    assert train.token_ids(tokenizer, texts) == one_by_one
+    tokenizer.backend_tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=PAD_TOKEN)
+    assert token_ids(tokenizer, texts) == one_by_one
     assert tokenizer.backend_tokenizer.padding is not None  # the caller's tokenizer is left as it was
     # Nor truncated from the right (a prompt is cut from the left, by encode_examples).
-    truncating = train.train_tokenizer(texts * 4, vocab_size=300)
+    truncating = train_tokenizer(texts * 4, vocab_size=300)
     truncating.backend_tokenizer.enable_truncation(max_length=3)
-    assert train.token_ids(truncating, texts) == one_by_one
-    assert train.token_ids(tokenizer, []) == [] and train.encode_examples(tokenizer, [], 64) == []
+    assert token_ids(truncating, texts) == one_by_one
+    assert token_ids(tokenizer, []) == [] and encode_examples(tokenizer, [], 64) == []

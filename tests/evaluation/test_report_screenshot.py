@@ -3,8 +3,10 @@ a small fixture, every chart has a non-zero size, and a screenshot lands in test
 
 from helpers import ARTIFACTS, render_report_page
 
-from dagster_project.stages import evaluate
-from dagster_project.stages.eval_tasks import expand_items
+from dagster_project.evaluation.diversity import diversity_figures
+from dagster_project.evaluation.report import render_report
+from dagster_project.evaluation.scoring import score_systems
+from dagster_project.evaluation.tasks import Classification
 
 
 def _fixture_report() -> str:
@@ -14,21 +16,20 @@ def _fixture_report() -> str:
         {"id": str(i), "text": f"review {i}", "label": labels[i % 3], "category": ["books", "films"][i % 2]}
         for i in range(12)
     ]
-    items = expand_items(rows, "classification")
+    task = Classification(labels)
+    items = task.items(rows)
     student = [labels[i % 3] if i % 4 else labels[(i + 1) % 3] for i in range(12)]
-    metrics, table = evaluate.score_systems(
-        "classification", items, {"student": student, "baseline": ["positive"] * 12}, labels=labels
-    )
+    metrics, table = score_systems(task, items, {"student": student, "baseline": ["positive"] * 12})
     metrics |= {
         "gold_test": "fixture.jsonl",
         "baseline_definition": "most frequent",
         "baseline_answer": "positive",
     }
-    metrics["diversity"] = evaluate.diversity_figures(
+    metrics["diversity"] = diversity_figures(
         [f"Is Review {i} about Kordel or Anzanan?" for i in range(6)], 100, "tfidf", None, None, 0
     )
     history = [{"step": s, "loss": 3.0 / s} for s in range(1, 11)]
-    _, html = evaluate.render_report(metrics, table, "fixture-student", history)
+    _, html = render_report(metrics, table, "fixture-student", history)
     return html
 
 

@@ -7,8 +7,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
-from dagster_project.stages import fast_kernels
-from dagster_project.stages.fast_kernels import use_fused_kernels
+from dagster_project.student import fast_kernels
+from dagster_project.student.fast_kernels import use_fused_kernels
 
 
 def _tiny_gpt2(activation: str = "gelu_new") -> GPT2LMHeadModel:

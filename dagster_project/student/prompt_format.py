@@ -1,50 +1,49 @@
-"""How an example becomes the student's prompt and completion, declared per recipe (`train.prompt_format`).
+"""How a row becomes the student's prompt and completion, declared per recipe (`train.prompt_format`).
 
 The train stage encodes every example with it and saves it into the student's folder
 (`prompt_format.json`, next to the weights); the evaluate stage reads it from there, so a student is
 always asked in the format it was trained on, whatever params.yaml says today.
 
+Rows are tables with named columns: a template's `{placeholder}` is a column name, any column of the
+data (`{context}`, `{question}`, `{text}`, `{label}`...). `{{` and `}}` are a literal brace. Placeholders
+are checked twice: their syntax when the format is made (params time: a bare column name, no attribute,
+index, conversion or format spec), and that each is a column when the data is loaded (`check_columns`,
+before any training), naming the missing column, the template key and the columns there are. A column
+the completion uses is the student's target, so the prompt may not use it too.
+
 Two styles:
-- `plain`: `prompt` and `completion` are templates with `{field}` placeholders, filled from the row
-  (the prompt may use `context` and `question`; the completion also `answer`). `{{` and `}}` are a
-  literal brace. The default is the format of the first release:
+- `plain`: `prompt` and `completion` are templates filled from the row. The default is the format of
+  the first release (grounded QA):
 
       Context: {context}
       Question: {question}
       Answer: {answer}<eos>
 
+  A classification recipe over rows {text, label} might use `prompt: "Text: {text}\\nTopic:"` and
+  `completion: " {label}"`.
 - `chat`: the rendered `prompt` becomes the user message (after an optional `system` message) and the
   tokenizer's chat template makes the prompt text (`apply_chat_template(..., add_generation_prompt=True)`);
   the completion is the rendered `completion` as in `plain`. For pretrained chat models (SmolLM-Instruct,
   Qwen-Instruct, ...): the offline default tokenizer, trained on the data, has no chat template.
 
 The eos token is appended to the completion by the train stage as a token id, never as text.
-Rendering is strict and single-pass: the placeholders are checked when the format is made (before any
-training), and text from the data is inserted as it is, never read as a template, so braces in a
-context or question are safe.
+Rendering is strict and single-pass: text from the data is inserted as it is, never read as a template,
+so braces in a row's values are safe.
 """
 
 import json
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 STYLES = ("plain", "chat")
-PROMPT_FIELDS = ("context", "question")  # never the answer: the evaluation prompt must not hold it
-COMPLETION_FIELDS = ("context", "question", "answer")
 FILE_NAME = "prompt_format.json"  # in the student's folder
 PARAMS_KEY = "train.prompt_format"
 
 DEFAULT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 DEFAULT_COMPLETION = " {answer}"
-DEFAULT_PARAMS: dict[str, Any] = {
-    "style": "plain",
-    "prompt": DEFAULT_PROMPT,
-    "completion": DEFAULT_COMPLETION,
-    "system": None,
-}
 
 _FORMATTER = string.Formatter()
 
@@ -57,36 +56,49 @@ class PromptFormatError(ValueError):
         self.key, self.reason = key, reason
 
 
-def parse_template(template: str, allowed: Sequence[str], key: str) -> list[tuple[str, str | None]]:
-    """The template as (literal text, field name or None) pieces; raises on any placeholder that is
-    not a bare name from `allowed` (no positional `{}`, attribute, index, conversion or format spec)."""
+class FormatBlock(Protocol):
+    """What `PromptFormat.from_params` reads: the `train.prompt_format` params model (or alike)."""
+
+    style: str
+    prompt: str
+    completion: str
+    system: str | None
+
+
+def parse_template(template: str, key: str) -> list[tuple[str, str | None]]:
+    """The template as (literal text, column name or None) pieces; raises on a placeholder that is not a
+    bare column name (positional `{}`, attribute, index, conversion or format spec)."""
     if not isinstance(template, str):
         raise PromptFormatError(key, f"expected a template string, got {type(template).__name__}")
-    fields = ", ".join(f"{{{f}}}" for f in allowed)
     try:
         parsed = list(_FORMATTER.parse(template))
     except ValueError as exc:  # e.g. a lone "{" or "}"
         raise PromptFormatError(
             key,
-            f"not a valid template ({exc}); placeholders are {fields}, and {{{{ / }}}} is a literal brace",
+            f"not a valid template ({exc}); a placeholder is a column name in braces, e.g. {{question}}, "
+            "and {{ / }} is a literal brace",
         ) from None
     pieces: list[tuple[str, str | None]] = []
     for literal, field, spec, conversion in parsed:
-        if field == "answer" and "answer" not in allowed:
+        if field is not None and (not field.strip() or field.isdigit() or any(c in field for c in ".[]")):
+            bad = True
+        else:
+            bad = field is not None and bool(spec or conversion)
+        if bad:
+            shown = "{" + str(field) + (f"!{conversion}" if conversion else "")
+            shown += (f":{spec}" if spec else "") + "}"
             raise PromptFormatError(
                 key,
-                "{answer} is not allowed in the prompt (it is what the student must produce); "
-                f"allowed fields: {fields}",
-            )
-        if field is not None and (field not in allowed or spec or conversion):
-            shown = (
-                "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            )
-            raise PromptFormatError(
-                key, f"unknown placeholder {shown}; allowed fields: {fields} ({{{{ / }}}} is a literal brace)"
+                f"bad placeholder {shown}: a placeholder is a column name in braces, e.g. {{question}}, "
+                "with no attribute, index, conversion or format spec ({{ / }} is a literal brace)",
             )
         pieces.append((literal, field))
     return pieces
+
+
+def template_columns(pieces: Sequence[tuple[str, str | None]]) -> tuple[str, ...]:
+    """The columns a parsed template reads, in order of first use."""
+    return tuple(dict.fromkeys(field for _, field in pieces if field is not None))
 
 
 def render(pieces: Sequence[tuple[str, str | None]], row: Mapping[str, Any]) -> str:
@@ -96,7 +108,7 @@ def render(pieces: Sequence[tuple[str, str | None]], row: Mapping[str, Any]) -> 
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """A recipe's prompt format (see the module docstring); validated when made."""
+    """A recipe's prompt format (see the module docstring); its templates are parsed when made."""
 
     style: str = "plain"
     prompt_template: str = DEFAULT_PROMPT
@@ -118,25 +130,64 @@ class PromptFormat:
                 "write it into the prompt template",
             )
         # Parsed once, here: a bad placeholder fails before any work.
-        prompt = parse_template(self.prompt_template, PROMPT_FIELDS, f"{PARAMS_KEY}.prompt")
-        completion = parse_template(self.completion_template, COMPLETION_FIELDS, f"{PARAMS_KEY}.completion")
+        prompt = parse_template(self.prompt_template, f"{PARAMS_KEY}.prompt")
+        completion = parse_template(self.completion_template, f"{PARAMS_KEY}.completion")
+        leaked = [c for c in template_columns(prompt) if c in template_columns(completion)]
+        if leaked:
+            raise PromptFormatError(
+                f"{PARAMS_KEY}.prompt",
+                f"{{{leaked[0]}}} is in the completion too: the prompt must not hold what the student must "
+                "write (a column is either given in the prompt or learnt in the completion)",
+            )
         object.__setattr__(self, "_prompt", prompt)
         object.__setattr__(self, "_completion", completion)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> "PromptFormat":
-        """The format of a `train.prompt_format` block; a missing key (or block) takes the default.
+    def from_params(cls, block: FormatBlock) -> "PromptFormat":
+        """The format of a validated `train.prompt_format` block (the params model)."""
+        return cls(block.style, block.prompt, block.completion, block.system)
 
-        Every key is read, whichever style uses it (a stage reads all the params it declares).
-        """
-        params = params if params is not None else {}
-        unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-        if unknown:
-            raise PromptFormatError(
-                PARAMS_KEY, f"unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(DEFAULT_PARAMS)}"
-            )
-        value = {k: params[k] if k in params else default for k, default in DEFAULT_PARAMS.items()}
-        return cls(value["style"], value["prompt"], value["completion"], value["system"])
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "PromptFormat":
+        """The format of a saved `prompt_format.json` (missing keys take the default)."""
+        return cls(
+            data.get("style", "plain"),
+            data.get("prompt", DEFAULT_PROMPT),
+            data.get("completion", DEFAULT_COMPLETION),
+            data.get("system"),
+        )
+
+    # ------------------------------------------------------------------------------------------- columns
+
+    @property
+    def prompt_columns(self) -> tuple[str, ...]:
+        """The columns the prompt reads."""
+        return template_columns(self._prompt)  # type: ignore[attr-defined]
+
+    @property
+    def completion_columns(self) -> tuple[str, ...]:
+        """The columns the completion reads: the student's targets."""
+        return template_columns(self._completion)  # type: ignore[attr-defined]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the format reads (prompt first)."""
+        return tuple(dict.fromkeys(self.prompt_columns + self.completion_columns))
+
+    def check_columns(
+        self, available: Iterable[str], where: str, templates: Sequence[str] = ("prompt", "completion")
+    ) -> None:
+        """Raise unless every placeholder of `templates` is one of the `available` columns of `where`."""
+        available = list(available)
+        for name in templates:
+            used = self.prompt_columns if name == "prompt" else self.completion_columns
+            missing = [c for c in used if c not in available]
+            if missing:
+                raise PromptFormatError(
+                    f"{PARAMS_KEY}.{name}",
+                    f"placeholder {{{missing[0]}}} is not a column of {where}; its columns: "
+                    f"{', '.join(available) or '(none)'}. Name one of them, or add the column to the data",
+                )
 
     # ----------------------------------------------------------------------------------------- rendering
 
@@ -156,7 +207,7 @@ class PromptFormat:
         return ([{"role": "system", "content": self.system}] if self.system else []) + [user]
 
     def prompt(self, row: Mapping[str, Any], tokenizer: Any = None) -> str:
-        """The prompt text for `row` (`context`, `question`); style chat needs the `tokenizer`."""
+        """The prompt text for `row`; style chat needs the `tokenizer`."""
         if self.style == "plain":
             return render(self._prompt, row)  # type: ignore[attr-defined]
         if tokenizer is None:
@@ -193,4 +244,4 @@ class PromptFormat:
         path = Path(student_dir) / FILE_NAME
         if not path.exists():
             return cls()
-        return cls.from_params(json.loads(path.read_text(encoding="utf-8")))
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))

@@ -1,22 +1,26 @@
 """The prompt format of a recipe (`train.prompt_format`): the default is the first release's format, a
-custom template reaches both training and evaluation (through the student's folder), bad templates
-and styles fail up front, chat style renders through the tokenizer's chat template, and braces in the
-data are never read as a template."""
+custom template over any columns reaches both training and evaluation (through the student's folder), bad
+templates and styles fail up front, chat style renders through the tokenizer's chat template, and braces
+in the data are never read as a template."""
 
 import json
 from pathlib import Path
 
 import pytest
-import test_train_evaluate as tte
 import yaml
+from tiny_recipe import recipe, run_stage, train_params, update_section
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from dagster_project.evaluation.generate import generate_answers
+from dagster_project.evaluation.gold import load_gold
 from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import evaluate, train
-from dagster_project.stages.common import TrackedParams
-from dagster_project.stages.prompt_format import DEFAULT_PARAMS, FILE_NAME, PromptFormat, PromptFormatError
+from dagster_project.student.data import IGNORE_INDEX, encode_example, load_rows
+from dagster_project.student.model import build_student, train_tokenizer
+from dagster_project.student.prompt_format import FILE_NAME, PromptFormat, PromptFormatError
 
-recipe = tte.recipe  # the fixture: a recipe folder with tiny data, cwd = it
+__all__ = ["recipe"]  # the fixture: a recipe folder with tiny data, cwd = it
+DEFAULT_PARAMS = train.PromptFormatParams().model_dump()
 
 ROW = {"context": "Kalo lies on the Mir River.", "question": "Which river?", "answer": "Mir River"}
 CUSTOM = {
@@ -34,16 +38,10 @@ CHAT_TEMPLATE = (
 
 def _tokenizer(chat_template: str | None = None):
     texts = [PromptFormat().prompt(ROW) + PromptFormat().completion(ROW), "<user><system><assistant>"] * 4
-    tokenizer = train.train_tokenizer(texts, vocab_size=300)
+    tokenizer = train_tokenizer(texts, vocab_size=300)
     if chat_template:
         tokenizer.chat_template = chat_template
     return tokenizer
-
-
-def _write_train_params(recipe: Path, **train_params) -> None:  # noqa: ANN003
-    params = yaml.safe_load((recipe / "params.yaml").read_text())
-    params["train"].update(train_params)
-    (recipe / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 class _Spy:
@@ -68,32 +66,29 @@ def test_the_default_is_the_first_release_format() -> None:
     fmt = PromptFormat()
     assert fmt.prompt(ROW) == f"Context: {ROW['context']}\nQuestion: {ROW['question']}\nAnswer:"
     assert fmt.completion(ROW) == f" {ROW['answer']}"
-    assert PromptFormat.from_params(None) == PromptFormat.from_params(DEFAULT_PARAMS) == fmt
-    assert PromptFormat.from_params({}) == fmt  # every key optional
-    assert fmt.to_json() == DEFAULT_PARAMS == train.TRAIN_DEFAULTS["prompt_format"]
+    assert (
+        PromptFormat.from_params(train.PromptFormatParams()) == PromptFormat.from_json(DEFAULT_PARAMS) == fmt
+    )
+    assert PromptFormat.from_json({}) == fmt  # every key optional
+    assert fmt.to_json() == DEFAULT_PARAMS
+    assert (fmt.prompt_columns, fmt.completion_columns) == (("context", "question"), ("answer",))
     # The training example is exactly the old one: prompt tokens, then " answer" and eos as targets.
     tokenizer = _tokenizer()
-    ex = train.encode_example(tokenizer, ROW, max_length=96)
+    ex = encode_example(tokenizer, ROW, max_length=96)
     old = tokenizer(
         f"Context: {ROW['context']}\nQuestion: {ROW['question']}\nAnswer:", add_special_tokens=False
     )
     assert ex["input_ids"][: ex["n_prompt"]] == old["input_ids"]
-    targets = [t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != train.IGNORE_INDEX]
+    targets = [t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != IGNORE_INDEX]
     assert tokenizer.decode(targets) == f" {ROW['answer']}" + tokenizer.eos_token
 
 
 def test_a_student_without_the_file_is_asked_in_the_default_format(tmp_path: Path) -> None:
     assert PromptFormat.load(tmp_path) == PromptFormat()  # a checkpoint older than prompt_format.json
-    custom = PromptFormat.from_params(CUSTOM)
+    custom = PromptFormat.from_json(CUSTOM)
     custom.save(tmp_path)
     assert PromptFormat.load(tmp_path) == custom
     assert json.loads((tmp_path / FILE_NAME).read_text()) == CUSTOM
-
-
-def test_every_key_of_the_block_is_read() -> None:
-    tracked = TrackedParams({"prompt_format": dict(DEFAULT_PARAMS)}, "train")
-    PromptFormat.from_params(tracked["prompt_format"])
-    assert tracked.accessed == {"train.prompt_format"} | {f"train.prompt_format.{k}" for k in DEFAULT_PARAMS}
 
 
 # --- a custom template in training and evaluation -----------------------------------------------------
@@ -102,25 +97,24 @@ def test_every_key_of_the_block_is_read() -> None:
 def test_a_custom_template_is_used_in_training_and_evaluation(
     recipe: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write_train_params(recipe, epochs=1, prompt_format=CUSTOM)
+    update_section(recipe, "train", epochs=1, prompt_format=CUSTOM)
     spy = _Spy(monkeypatch)
     argv = ["--params", "params.yaml", "--data", "assets/deduped", "--out", "assets/student"]
-    accessed = tte._run_stage(train, argv, monkeypatch)
-    assert {f"train.prompt_format.{k}" for k in DEFAULT_PARAMS} <= accessed
+    run_stage(train, argv, monkeypatch)
 
     student = recipe / "assets/student"
     assert json.loads((student / FILE_NAME).read_text()) == CUSTOM
-    train_rows = train.load_split(recipe / "assets/deduped", "train")
+    train_rows = load_rows(recipe / "assets/deduped", "train", PromptFormat.from_json(CUSTOM))
     asked = list(spy.prompts)
-    assert {PromptFormat.from_params(CUSTOM).prompt(r) for r in train_rows} <= set(asked)
+    assert {PromptFormat.from_json(CUSTOM).prompt(r) for r in train_rows} <= set(asked)
     assert all(p.startswith("### Passage\n") for p in asked)
     # The training examples are in the custom format (prompt tokens, then the completion).
     tokenizer = AutoTokenizer.from_pretrained(student)
-    ex = train.encode_example(tokenizer, train_rows[0], 96, PromptFormat.load(student))
+    ex = encode_example(tokenizer, train_rows[0], 96, PromptFormat.load(student))
     assert tokenizer.decode(ex["input_ids"][: ex["n_prompt"]]).startswith("### Passage\n")
 
     # Evaluate asks in the student's format, whatever params.yaml says now (it reads only `evaluate`).
-    _write_train_params(recipe, prompt_format=DEFAULT_PARAMS)
+    update_section(recipe, "train", prompt_format=DEFAULT_PARAMS)
     spy.prompts.clear()
     argv = [
         "--params",
@@ -132,12 +126,11 @@ def test_a_custom_template_is_used_in_training_and_evaluation(
         "--out",
         "out",
     ]
-    accessed = tte._run_stage(evaluate, argv, monkeypatch)
-    assert all(k.startswith("evaluate.") for k in accessed)
+    run_stage(evaluate, argv, monkeypatch)
     asked = list(spy.prompts)
-    gold = evaluate.load_gold(recipe / "data/gold_test.jsonl")
+    gold = load_gold(recipe / "data/gold_test.jsonl")
     assert len(asked) == len(gold) == 6
-    assert sorted(asked) == sorted(PromptFormat.from_params(CUSTOM).prompt(r) for r in gold)
+    assert sorted(asked) == sorted(PromptFormat.from_json(CUSTOM).prompt(r) for r in gold)
 
 
 # --- errors up front ------------------------------------------------------------------------------------
@@ -152,39 +145,38 @@ def _validate(recipe: Path, **train_overrides) -> None:  # noqa: ANN003
 @pytest.mark.parametrize(
     ("block", "named"),
     [
-        ({"prompt": "Context: {contxt}\nAnswer:"}, "{contxt}"),
-        ({"prompt": "{context} {answer}"}, "{answer}"),
+        ({"prompt": "{context} {answer}"}, "{answer}"),  # the completion's column
         ({"completion": " {answer.upper}"}, "{answer.upper}"),
         ({"prompt": "{context} {}"}, "{}"),
         ({"prompt": "{context:>10} {question}"}, "{context:>10}"),
     ],
 )
-def test_an_unknown_placeholder_is_named_with_the_allowed_fields(
-    recipe: Path, block: dict, named: str
-) -> None:
+def test_a_bad_placeholder_is_named_up_front(recipe: Path, block: dict, named: str) -> None:
     key = "train.prompt_format." + next(iter(block))
     with pytest.raises(PromptFormatError) as err:
-        PromptFormat.from_params(block)
+        PromptFormat.from_json(block)
     assert str(err.value).startswith(f"{key}: ") and named in str(err.value)
-    assert "{context}, {question}" in str(err.value)
     with pytest.raises(ParamsError) as err:  # the stage's params check, before any work
         _validate(recipe, prompt_format=block)
     assert key in str(err.value) and named in str(err.value)
 
 
-def test_a_bad_template_fails_before_training(recipe: Path) -> None:
-    rows = train.load_split(recipe / "assets/deduped", "train")
-    params = dict(tte.TINY_TRAIN, prompt_format={"prompt": "Q: {query}"})
-    with pytest.raises(PromptFormatError, match=r"\{query\}"):
-        train.train_student(rows, [], params, recipe / "out", checkpoint_root=recipe / "ckpt")
-    assert not (recipe / "out").exists() and not (recipe / "ckpt").exists()
+def test_any_column_is_a_placeholder_and_a_missing_one_is_named_with_the_columns_there_are() -> None:
+    fmt = PromptFormat.from_json({"prompt": "Text: {text}\nTopic:", "completion": " {label}"})
+    assert fmt.columns == ("text", "label")
+    assert fmt.prompt({"text": "A storm hit.", "label": "weather"}) == "Text: A storm hit.\nTopic:"
+    fmt.check_columns(["id", "text", "label"], "train.parquet")
+    with pytest.raises(PromptFormatError) as err:
+        fmt.check_columns(["id", "text", "topic"], "train.parquet")
+    assert str(err.value).startswith("train.prompt_format.completion: placeholder {label} is not a column")
+    assert "its columns: id, text, topic" in str(err.value)
     with pytest.raises(PromptFormatError, match="not a valid template"):
-        PromptFormat.from_params({"prompt": "a lone { brace"})
+        PromptFormat.from_json({"prompt": "a lone { brace"})
 
 
 def test_a_bad_style_names_the_key_and_the_allowed_values(recipe: Path) -> None:
     with pytest.raises(PromptFormatError) as err:
-        PromptFormat.from_params({"style": "chatml"})
+        PromptFormat.from_json({"style": "chatml"})
     assert (
         str(err.value)
         == "train.prompt_format.style: 'chatml' is not allowed; allowed values: 'plain', 'chat'"
@@ -197,7 +189,7 @@ def test_a_bad_style_names_the_key_and_the_allowed_values(recipe: Path) -> None:
     with pytest.raises(ParamsError, match="prompt_format.promt: unknown key"):
         _validate(recipe, prompt_format={"promt": "{context}"})
     with pytest.raises(PromptFormatError, match="system"):
-        PromptFormat.from_params({"system": "Be brief."})  # a system message is for style chat only
+        PromptFormat.from_json({"system": "Be brief."})  # a system message is for style chat only
     with pytest.raises(ParamsError, match="system"):
         _validate(recipe, prompt_format={"system": "Be brief."})
 
@@ -206,7 +198,7 @@ def test_a_bad_style_names_the_key_and_the_allowed_values(recipe: Path) -> None:
 
 
 def test_chat_style_renders_through_the_chat_template() -> None:
-    fmt = PromptFormat.from_params(
+    fmt = PromptFormat.from_json(
         {"style": "chat", "prompt": "{context}\n{question}", "completion": "{answer}"}
     )
     tokenizer = _tokenizer(CHAT_TEMPLATE)
@@ -217,18 +209,18 @@ def test_chat_style_renders_through_the_chat_template() -> None:
         with_system.prompt(ROW, tokenizer)
         == f"<system>Answer from the passage.\n<user>{ROW['question']}\n<assistant>"
     )
-    ex = train.encode_example(tokenizer, ROW, 96, fmt)
+    ex = encode_example(tokenizer, ROW, 96, fmt)
     assert tokenizer.decode(ex["input_ids"][: ex["n_prompt"]]).endswith("<assistant>")
-    targets = [t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != train.IGNORE_INDEX]
+    targets = [t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab != IGNORE_INDEX]
     assert tokenizer.decode(targets) == ROW["answer"] + tokenizer.eos_token
 
 
 def test_chat_style_without_a_chat_template_is_a_clear_error(recipe: Path) -> None:
-    fmt = PromptFormat.from_params({"style": "chat"})
+    fmt = PromptFormat.from_json({"style": "chat"})
     with pytest.raises(PromptFormatError, match="chat template"):
         fmt.prompt(ROW, _tokenizer())
     with pytest.raises(PromptFormatError, match="chat template"):  # the offline default tokenizer
-        train.build_student(dict(tte.TINY_TRAIN), [ROW], fmt)
+        build_student(train_params(), [ROW], fmt)
     with pytest.raises(ParamsError, match="base_model"):
         _validate(recipe, prompt_format={"style": "chat"})  # base_model: null
 
@@ -249,8 +241,8 @@ def test_chat_style_trains_and_evaluates_a_local_chat_model(
         "system": "Be brief.",
     }
     _validate(recipe, base_model=str(base), prompt_format=block)
-    rows = train.load_split(recipe / "assets/deduped", "train")
-    params = dict(tte.TINY_TRAIN, base_model=str(base), epochs=1, prompt_loss_weight=0.0, prompt_format=block)
+    rows = load_rows(recipe / "assets/deduped", "train", PromptFormat.from_json(block))
+    params = train_params(base_model=str(base), epochs=1, prompt_loss_weight=0.0, prompt_format=block)
     train.train_student(rows, [], params, recipe / "student")
 
     fmt = PromptFormat.load(recipe / "student")
@@ -259,7 +251,7 @@ def test_chat_style_trains_and_evaluates_a_local_chat_model(
     assert student_tokenizer.chat_template  # saved with the student
     spy = _Spy(monkeypatch)
     model = AutoModelForCausalLM.from_pretrained(recipe / "student")
-    answers = evaluate.generate_answers(model, student_tokenizer, rows[:3], 2, 2, fmt)
+    answers = generate_answers(model, student_tokenizer, rows[:3], 2, 2, fmt)
     assert len(answers) == 3
     assert spy.prompts == [
         f"<system>Be brief.\n<user>{r['context']}\n{r['question']}\n<assistant>" for r in rows[:3]
@@ -274,7 +266,7 @@ def test_braces_in_the_data_are_never_read_as_a_template() -> None:
     fmt = PromptFormat()
     assert fmt.prompt(row) == f"Context: {row['context']}\nQuestion: {row['question']}\nAnswer:"
     assert fmt.completion(row) == " {context}"
-    literal = PromptFormat.from_params({"prompt": "{{braces}} {context}", "completion": "{{{answer}}}"})
+    literal = PromptFormat.from_json({"prompt": "{{braces}} {context}", "completion": "{{{answer}}}"})
     assert literal.prompt(row) == "{braces} " + row["context"]
     assert literal.completion(row) == "{{context}}"
     chat = PromptFormat("chat", "{question}", "{answer}")

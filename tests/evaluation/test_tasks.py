@@ -1,13 +1,44 @@
-"""Task kinds of the evaluate stage, the report and the plot files, on small hand-computed inputs."""
+"""Task kinds of the evaluate stage (one class each, in one registry), the report and the plot files, on
+small hand-computed inputs."""
 
 import json
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
 
-from dagster_project.stages import eval_tasks, evaluate, report
-from dagster_project.stages.eval_tasks import expand_items, score_free_text, summarize
+from dagster_project.evaluation import charts as report
+from dagster_project.evaluation.diversity import diversity_figures
+from dagster_project.evaluation.report import plot_files, render_report, report_sections, write_outputs
+from dagster_project.evaluation.scoring import score_systems
+from dagster_project.evaluation.tasks import (
+    DEFAULT_CLASSIFICATION_QUESTION,
+    TASKS,
+    Classification,
+    FreeText,
+    Task,
+    score_free_text,
+    task_class,
+)
+from dagster_project.evaluation.teacher import teacher_answers, teacher_judge
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def expand_items(rows, task, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    return task_class(task)(**kwargs).items(rows)
+
+
+def summarize(task, predictions, items, labels=(), judge=None, n_resamples=1000, seed=0):  # noqa: ANN001, ANN201
+    return task_class(task)(labels, judge, n_resamples=n_resamples, seed=seed).score(predictions, items)
+
+
+def test_one_registry_of_task_classes():
+    assert list(TASKS) == ["qa", "multi_turn_qa", "classification", "free_text"]
+    assert all(issubclass(cls, Task) and cls.name == name for name, cls in TASKS.items())
+    with pytest.raises(ValueError, match="unknown task 'ner'"):
+        task_class("ner")
 
 
 def test_qa_items_and_scores():
@@ -52,7 +83,7 @@ def test_classification_maps_label_words():
         {"text": "fine", "label": "positive"},
     ]
     items = expand_items(rows, "classification")
-    assert items[0]["question"] == eval_tasks.DEFAULT_CLASSIFICATION_QUESTION
+    assert items[0]["question"] == DEFAULT_CLASSIFICATION_QUESTION
     generated = ["Positive!", "positive", "it is negative", "no idea"]
     headline, per_item = summarize("classification", generated, items, labels=["positive", "negative"])
     # mapped: positive, positive, negative, <invalid>; correct: 1, 0, 1, 0.
@@ -79,20 +110,21 @@ def test_unjudged_answers_are_left_out_of_categories_and_rankings():
             for i, c in enumerate(["x", "x", "x", "y"])]  # fmt: skip
     items = expand_items(rows, "free_text")
     verdicts = {"good": True, "bad": False, "odd": None}
-    metrics, table = evaluate.score_systems(
-        "free_text", items, {"student": ["good", "bad", "odd", "odd"], "baseline": ["bad"] * 4},
-        judge=lambda its, preds: [verdicts[p] for p in preds], n_resamples=100,
+    judge = lambda its, preds: [verdicts[p] for p in preds]  # noqa: E731
+    metrics, table = score_systems(
+        FreeText(judge=judge, n_resamples=100), items,
+        {"student": ["good", "bad", "odd", "odd"], "baseline": ["bad"] * 4},
     )  # fmt: skip
     assert metrics["student"]["success_rate"] == 0.5 and metrics["student"]["n_unjudged"] == 2
     # Category x: 1 success, 1 failure, 1 unjudged -> 0.5 like the headline (not 1/3); y: nothing judged.
     assert metrics["per_category"]["x"]["student"]["success_rate"] == 0.5
     assert math.isnan(metrics["per_category"]["y"]["student"]["success_rate"])
-    sections = evaluate.report_sections(metrics | {"gold_test": "g", "baseline_definition": "b",
+    sections = report_sections(metrics | {"gold_test": "g", "baseline_definition": "b",
                                                    "baseline_answer": "bad"}, table, "s", [])  # fmt: skip
     ranked = {s["title"]: s["blocks"][0][2] for s in sections if s["title"].startswith("10 ")}
     assert [r[0] for r in ranked["10 best student answers"]] == ["0", "1"]
     assert [r[0] for r in ranked["10 worst student answers"]] == ["1", "0"]
-    confusion = evaluate.plot_files(metrics, table, [])["confusion.csv"].splitlines()
+    confusion = plot_files(metrics, table, [])["confusion.csv"].splitlines()
     assert confusion[1:] == ["x,success", "x,fail", "x,unjudged", "y,unjudged"]
 
 
@@ -124,8 +156,8 @@ def test_teacher_judge_through_the_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_TEACHER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("DISTILL_TEACHER_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    judge = evaluate.teacher_judge(
-        str(evaluate.Path(__file__).parents[2] / "prompts/judge_success.yaml"),
+    judge = teacher_judge(
+        str(REPO_ROOT / "prompts/judge_success.yaml"),
         "offline-teacher",
         0,
         _FakeJudgeTeacher(),
@@ -140,8 +172,8 @@ def test_score_systems_table_and_per_category():
         {"id": "2", "context": "c", "question": "q", "answer": "owl", "category": "y"},
     ]
     items = expand_items(rows, "qa")
-    metrics, table = evaluate.score_systems(
-        "qa", items, {"student": ["fox", "owl"], "baseline": ["owl", "owl"]}
+    metrics, table = score_systems(
+        task_class("qa")(), items, {"student": ["fox", "owl"], "baseline": ["owl", "owl"]}
     )
     # student: item 1 "fox" vs "red fox": P 1, R 1/2, F1 2/3; item 2 exact.
     assert metrics["student"]["token_f1"] == pytest.approx((2 / 3 + 1) / 2)
@@ -151,7 +183,7 @@ def test_score_systems_table_and_per_category():
         "baseline": {"exact_match": 0.0, "token_f1": 0.0},
     }
     assert table["baseline_prediction"].to_list() == ["owl", "owl"]
-    plots = evaluate.plot_files(metrics, table, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])
+    plots = plot_files(metrics, table, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])
     assert plots["confusion.csv"].splitlines() == ["actual,predicted", "x,partial", "y,exact"]
     assert plots["train_loss.csv"].splitlines() == ["step,loss", "1,2.0", "2,1.0"]
     assert plots["headline.csv"].splitlines()[1].startswith("student exact_match,student,0.5")
@@ -165,11 +197,11 @@ def test_breakdown_json_holds_what_metrics_json_leaves_out(tmp_path):
     ]
     items = expand_items(rows, "classification")
     labels = ["positive", "negative"]
-    metrics, table = evaluate.score_systems(
-        "classification", items, {"student": ["positive", "negative"], "baseline": ["positive"] * 2}, labels
+    metrics, table = score_systems(
+        Classification(labels), items, {"student": ["positive", "negative"], "baseline": ["positive"] * 2}
     )
     assert {"per_category", "details"} <= set(metrics)  # in memory, for the report
-    evaluate.write_outputs(tmp_path, metrics, table, "md", "html", {})
+    write_outputs(tmp_path, metrics, table, "md", "html", {})
     written = json.loads((tmp_path / "metrics.json").read_text())
     breakdown = json.loads((tmp_path / "breakdown.json").read_text())
     assert "per_category" not in written and "details" not in written
@@ -181,7 +213,7 @@ def test_breakdown_json_holds_what_metrics_json_leaves_out(tmp_path):
 
 def test_diversity_figures_name_their_backends():
     texts = ["Where is Rome?", "Where is Paris?", "Who founded Kordel?", "When was Anzanan founded?"]
-    out = evaluate.diversity_figures(texts, max_texts=3, embedding="tfidf", embedding_model=None,
+    out = diversity_figures(texts, max_texts=3, embedding="tfidf", embedding_model=None,
                                      reference_texts=None, seed=0)  # fmt: skip
     assert out["n_texts"] == 4 and out["n_sampled"] == 3
     assert out["backends"]["mean_pairwise_cosine"] == "tfidf"
@@ -192,15 +224,15 @@ def test_diversity_figures_name_their_backends():
     assert [n for n in range(1, 6) if 0 <= out[f"self_bleu_{n}"] <= 1] == [1, 2, 3, 4, 5]
     assert out["self_bleu_1"] > out["self_bleu_5"]  # higher orders match less
     assert "labelwise_cosine" not in out
-    with_ref = evaluate.diversity_figures(texts, 10, "tfidf", None, ["Where is Oslo?", "Who built it?"], 0)
+    with_ref = diversity_figures(texts, 10, "tfidf", None, ["Where is Oslo?", "Who built it?"], 0)
     assert 0.0 <= with_ref["mauve"] <= 1.0 and "tfidf" in with_ref["backends"]["mauve"]
-    assert evaluate.diversity_figures(["only one"], 10, "tfidf", None, None, 0)["n_texts"] == 1
+    assert diversity_figures(["only one"], 10, "tfidf", None, None, 0)["n_texts"] == 1
 
 
 def test_diversity_figures_label_wise() -> None:
     texts = ["great film, loved it", "great film, loved the cast", "awful book", "dull awful book"]
     labels = ["pos", "pos", "neg", "neg"]
-    out = evaluate.diversity_figures(texts, 10, "tfidf", None, None, 0, labels)
+    out = diversity_figures(texts, 10, "tfidf", None, None, 0, labels)
     per_label = out["labelwise_cosine_per_label"]
     assert {k: v["n_texts"] for k, v in per_label.items()} == {"neg": 2, "pos": 2}
     means = [per_label[label]["mean_cosine"] for label in ("neg", "pos")]
@@ -208,10 +240,10 @@ def test_diversity_figures_label_wise() -> None:
     # Texts that share a label are closer than the set as a whole.
     assert out["labelwise_cosine"] > out["mean_pairwise_cosine"]
     assert out["backends"]["labelwise_cosine"] == "tfidf"
-    blank = evaluate.diversity_figures(["", *texts], 10, "tfidf", None, None, 0, ["x", *labels])
+    blank = diversity_figures(["", *texts], 10, "tfidf", None, None, 0, ["x", *labels])
     assert blank["labelwise_cosine"] == pytest.approx(out["labelwise_cosine"])  # blank texts drop their label
     with pytest.raises(ValueError, match="4 texts for 3 labels"):
-        evaluate.diversity_figures(texts, 10, "tfidf", None, None, 0, labels[:3])
+        diversity_figures(texts, 10, "tfidf", None, None, 0, labels[:3])
 
 
 def test_svg_charts_and_html():
@@ -235,9 +267,9 @@ def test_report_ranks_best_and_worst():
         [{"id": str(i), "context": "c", "question": f"q{i}", "answer": "owl"} for i in range(12)], "qa"
     )
     preds = ["owl" if i % 2 else "cat" for i in range(12)]
-    metrics, table = evaluate.score_systems("qa", items, {"student": preds, "baseline": ["owl"] * 12})
+    metrics, table = score_systems(task_class("qa")(), items, {"student": preds, "baseline": ["owl"] * 12})
     metrics |= {"gold_test": "g.jsonl", "baseline_definition": "d", "baseline_answer": "owl"}
-    md, html = evaluate.render_report(metrics, table, "student", [])
+    md, html = render_report(metrics, table, "student", [])
     best = md.split("## 10 best student answers")[1].split("## 10 worst")[0]
     assert best.count("| 1.000 |") == 6  # the six right answers come first
     assert "Training loss" not in md and html.count("<svg") == 2
@@ -257,7 +289,7 @@ def test_teacher_reference_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_TEACHER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("DISTILL_TEACHER_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    prompt = str(evaluate.Path(__file__).parents[2] / "prompts/reference_answer.yaml")
+    prompt = str(REPO_ROOT / "prompts/reference_answer.yaml")
     items = expand_items(
         [
             {"context": "c", "question": "Who is Ann?", "answer": "Ann"},
@@ -265,11 +297,11 @@ def test_teacher_reference_answers(tmp_path, monkeypatch):
         ],
         "qa",
     )
-    answers, info = evaluate.teacher_answers(items, prompt, "offline-teacher", 0, _FakeAnsweringTeacher())
+    answers, info = teacher_answers(items, prompt, "offline-teacher", 0, _FakeAnsweringTeacher())
     assert answers == ["Ann", ""]
     assert info["n_unanswered"] == 1 and info["backend"] == "offline"
-    metrics, table = evaluate.score_systems(
-        "qa", items, {"student": ["Ann", "y"], "baseline": ["x", "x"], "teacher": answers}
+    metrics, table = score_systems(
+        task_class("qa")(), items, {"student": ["Ann", "y"], "baseline": ["x", "x"], "teacher": answers}
     )
     assert metrics["teacher"] == {"exact_match": 0.5, "token_f1": 0.5}
     assert "teacher_prediction" in table.columns
@@ -279,6 +311,32 @@ def test_teacher_reference_answers(tmp_path, monkeypatch):
         "baseline_answer": "x",
         "teacher_reference": info,
     }
-    md, html = evaluate.render_report(metrics, table, "s", [])
+    md, html = render_report(metrics, table, "s", [])
     assert "| teacher | 0.500 | 0.500 |" in md and "Student vs baseline vs teacher" in html
     assert "1 got no valid answer" in md
+
+
+def test_references_come_from_the_named_column_and_squad_answers_are_accepted():
+    answers = {"text": ["Paris", "the city of Paris"], "answer_start": [0, 0]}
+    rows = [{"id": "a", "context": "c", "question": "q", "answers": answers, "topic": "geo"}]
+    items = expand_items(rows, "qa", reference_column="answers", category_column="topic")
+    assert items[0]["reference"] == ["Paris", "the city of Paris"] and items[0]["category"] == "geo"
+    assert items[0]["answers"] == answers  # the gold row's columns stay on the item (the prompt's)
+    headline, _ = summarize("qa", ["city of paris"], items)
+    assert headline["exact_match"] == 1.0  # "the" is dropped by the SQuAD normalisation
+    rows = [{"id": "1", "text": "A storm hit the coast.", "topic": "weather"}]
+    items = expand_items(rows, "classification", labels=["weather"], reference_column="topic")
+    assert items[0]["reference"] == "weather" and items[0]["text"] == "A storm hit the coast."
+    with pytest.raises(ValueError, match="no reference column 'label'"):
+        expand_items(rows, "classification", labels=["weather"])
+
+
+def test_the_predictions_table_shows_a_classification_item_by_its_text():
+    rows = [
+        {"id": "1", "text": "A storm hit.", "label": "weather"},
+        {"id": "2", "text": "Goal!", "label": "sport"},
+    ]
+    task = Classification(["weather", "sport"])
+    metrics, table = score_systems(task, task.items(rows), {"student": ["weather", "weather"]})
+    assert table.columns[:5] == ["id", "turn", "category", "text", "answer"]
+    assert metrics["student"]["accuracy"] == 0.5 and metrics["student"]["macro_f1"] == pytest.approx(1 / 3)

@@ -1,0 +1,68 @@
+"""The student's answers: the checkpoint loaded for generation, and greedy decoding in its prompt format."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from dagster_project.student.prompt_format import PromptFormat
+
+
+def load_student(student_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The checkpoint and its tokenizer; on a GPU in bf16 where it has it (generation is memory-bound)."""
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    if torch.cuda.is_available():  # bf16 where the GPU has it: generation is memory-bound
+        model = model.to("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Any]],
+    max_new_tokens: int,
+    batch_size: int,
+    prompt_format: PromptFormat | None = None,
+) -> list[str]:
+    """Greedy answers for each row (an item with its gold row's columns), asked in `prompt_format` (the
+    student's; the default format when None), in the order of `rows`."""
+    prompt_format = prompt_format or PromptFormat()
+    prompt_format.check_tokenizer(tokenizer)  # style chat without a chat template: fail before any work
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"  # a too-long prompt loses the start of its context, never the question
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = model.config
+    n_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    max_prompt = max(8, (n_positions or 2048) - max_new_tokens)
+    prompts = [prompt_format.prompt(r, tokenizer) for r in rows]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
+    answers: list[str] = [""] * len(prompts)
+    model.eval()
+    for start in tqdm(range(0, len(order), batch_size), desc="evaluate", unit="batch"):
+        idx = order[start : start + batch_size]
+        batch = tokenizer(
+            [prompts[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_prompt,
+            add_special_tokens=False,
+        ).to(model.device)
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            use_cache=True,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+            answers[i] = text.split("\n")[0].strip()
+    return answers
