@@ -20,7 +20,8 @@ token = 6 N + 12 L H Q T (N the parameters without the position embeddings; L, H
 head size, sequence: the PaLM paper's appendix B, as nanoGPT and llm.c count), against the H100 SXM's
 datasheet dense bf16 peak (989.4 TFLOP/s), and against the bf16 matrix-product rate measured in this run.
 
-Generation (the evaluate stage's `generate_answers` on the checkpoint as `evaluate.load_student` loads it:
+Generation (the evaluate stage's `generate_answers` on the checkpoint as `evaluation.generate`
+loads it:
 bf16 on a GPU): the demo's gold questions, repeated to `--gen-rows`, greedy, `--max-new-tokens` new tokens,
 with a randomly initialised GPT-2 124M (its answers are noise, so nearly every row runs to the token limit).
 Needs a CUDA GPU; without one it prints a JSON line saying so.

@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dagster_project.evaluation.charts import confusion_svg, markdown_table, svg_data_uri
 from dagster_project.metrics.agreement import judge_vs_majority, swap_consistency
 from dagster_project.stages.common import write_json
-from dagster_project.stages.report import confusion_svg, markdown_table, svg_data_uri
 
 __all__ = ["calibrate", "load_judge", "load_ratings", "render_markdown"]
 

@@ -35,7 +35,6 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from dagster_project.evaluation.diversity import diversity_figures, load_texts
-from dagster_project.evaluation.generate import generate_answers, load_student
 from dagster_project.evaluation.gold import load_gold, most_frequent_completion
 from dagster_project.evaluation.report import plot_files, render_report, systems_of, write_outputs
 from dagster_project.evaluation.scoring import score_systems
@@ -102,6 +101,9 @@ class Params(StageParams):
 
 def main() -> None:
     """`python -m dagster_project.stages.evaluate --params params.yaml --student ... --data ... --out ...`."""
+    # torch and transformers load here, not at import: params validation imports this module.
+    from dagster_project.evaluation.generate import generate_answers, load_student
+
     parser = stage_parser(__doc__.splitlines()[0], kind="evaluate")
     parser.add_argument("--student", required=True, help="checkpoint folder (from_pretrained-loadable)")
     parser.add_argument("--data", required=True, help="folder with train.parquet (baseline and diversity)")

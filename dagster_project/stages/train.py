@@ -29,9 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from transformers import AutoTokenizer, EarlyStoppingCallback, TrainerCallback, set_seed
 
 from dagster_project.params_schema import StageParams
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
@@ -43,11 +41,7 @@ from dagster_project.student.checkpoints import (
     run_fingerprint,
     world_size,
 )
-from dagster_project.student.collate import make_collator
 from dagster_project.student.data import load_rows
-from dagster_project.student.dataset import StudentDataset
-from dagster_project.student.fast_kernels import use_fused_kernels
-from dagster_project.student.model import apply_lora, build_student, compile_blocks, precision_flags
 from dagster_project.student.prompt_format import (
     DEFAULT_COMPLETION,
     DEFAULT_PROMPT,
@@ -56,7 +50,6 @@ from dagster_project.student.prompt_format import (
     parse_template,
 )
 from dagster_project.student.swap import SwapColumns
-from dagster_project.student.trainer import Curves, LossLog, StudentTrainer, training_arguments
 
 # ---------------------------------------------------------------------------------------------- params
 
@@ -181,7 +174,7 @@ def train_student(
     params: Params,
     out_dir: str | Path,
     checkpoint_root: str | Path | None = None,
-    callbacks: Sequence[TrainerCallback] = (),
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train the student on `train_rows`, score it on `val_rows`, save it into `out_dir`; return the log.
 
@@ -189,6 +182,16 @@ def train_student(
     $DISTILL_TRAIN_CHECKPOINTS): outside the DVC output, so a killed run resumes from its last checkpoint
     when it is rerun with the same params, data and code. The folder is deleted after success.
     """
+    # torch and transformers load here, not at import: params validation imports this module.
+    import torch
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+
+    from dagster_project.student.collate import make_collator
+    from dagster_project.student.dataset import StudentDataset
+    from dagster_project.student.fast_kernels import use_fused_kernels
+    from dagster_project.student.model import apply_lora, build_student, compile_blocks, precision_flags
+    from dagster_project.student.trainer import Curves, LossLog, StudentTrainer, training_arguments
+
     prompt_format = PromptFormat.from_params(params.prompt_format)
     for rows, name in ((train_rows, "the training rows"), (val_rows, "the validation rows")):
         if rows:  # every placeholder is a column: fail before any work

@@ -9,13 +9,15 @@ import copy
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerBase
 
 from dagster_project.student.prompt_format import PromptFormat
+
+if TYPE_CHECKING:  # transformers is heavy to import; only its types are named here
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # label value the loss skips (prompt and padding tokens)
 DEFAULT_FORMAT = PromptFormat()  # Context/Question/Answer (see prompt_format.py)
@@ -42,7 +44,7 @@ def _filled(value: Any) -> bool:
     return bool(value) if isinstance(value, str) else value is not None
 
 
-def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+def token_ids(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str]) -> list[list[int]]:
     """The ids of each text, without special tokens. Through the Rust tokenizer directly when there is
     one, as one batch and without character offsets (`encode_batch_fast`): answer swap re-encodes most
     examples of every batch, and a tokenizer call per text cost ~2x as much."""
@@ -58,7 +60,7 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[
 _RAW_BACKENDS: "weakref.WeakKeyDictionary[Any, Tokenizer]" = weakref.WeakKeyDictionary()
 
 
-def _raw_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
+def _raw_backend(tokenizer: "PreTrainedTokenizerBase") -> Tokenizer | None:
     """The tokenizer's Rust backend set to neither pad nor truncate (None without one), made once per
     tokenizer. transformers sets the backend's padding and truncation per call of its own, and a
     pretrained tokenizer.json can leave them on; used raw, the backend would pad every text of a batch
@@ -75,7 +77,7 @@ def _raw_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
 
 
 def encode_examples(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: "PreTrainedTokenizerBase",
     rows: Sequence[Mapping[str, Any]],
     max_length: int,
     prompt_format: PromptFormat = DEFAULT_FORMAT,
@@ -105,7 +107,7 @@ def assemble_example(prompt: list[int], completion: list[int], eos_id: int, max_
 
 
 def encode_example(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: "PreTrainedTokenizerBase",
     row: Mapping[str, Any],
     max_length: int,
     prompt_format: PromptFormat = DEFAULT_FORMAT,

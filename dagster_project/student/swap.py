@@ -19,12 +19,13 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from dagster_project.student.data import token_ids
 from dagster_project.student.prompt_format import PromptFormat
+
+if TYPE_CHECKING:  # transformers is heavy to import; only its types are named here
+    from transformers import PreTrainedTokenizerBase
 
 # Compiled once: answer swap runs these on most examples of every batch, and `re`'s own cache (512
 # patterns) is flushed by the per-answer patterns below, which made each call recompile.
@@ -182,7 +183,7 @@ def _shifted(answer: str) -> str:
 
 
 def plan_swaps(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: "PreTrainedTokenizerBase",
     rows: Sequence[Mapping[str, Any]],
     prompt_format: PromptFormat,
     columns: SwapColumns = DEFAULT_COLUMNS,
@@ -238,7 +239,7 @@ class AnswerSwap:
 
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
+        tokenizer: "PreTrainedTokenizerBase",
         rows: Sequence[Mapping[str, Any]],
         prompt_format: PromptFormat,
         prob: float,
