@@ -13,7 +13,7 @@ from helpers import copy_repo, dvc, run
 pytestmark = pytest.mark.slow
 
 RECIPE = "examples/synthesizrr"
-ARMS = ["rr_0shot", "rr_3shot", "fewgen_0shot", "fewgen_32shot"]
+ARMS = ["rr_0shot", "rr_3shot", "rr_bm25", "fewgen_0shot", "fewgen_32shot"]
 FIGURES = [
     "n_examples", "n_train", "label_entropy_bits", "distinct_1", "distinct_2", "distinct_3",
     *[f"self_bleu_{n}" for n in range(1, 6)], "entity_entropy_bits", "mean_pairwise_cosine",
@@ -41,7 +41,7 @@ def built(tmp_path_factory):
 
 def test_every_arm_has_every_figure(built):
     root, out = built
-    stages = {"retrieve", "retrieve_icl", "compare", *(f"synthesize_{a}" for a in ARMS)}
+    stages = {"retrieve", "retrieve_bm25", "retrieve_icl", "compare", *(f"synthesize_{a}" for a in ARMS)}
     stages |= {f"{kind}@{a}" for kind in ("dedup", "train", "evaluate") for a in ARMS}
     assert ran(out) == stages  # a fresh copy builds every stage of the recipe, and only those
     metrics = json.loads((root / RECIPE / "assets/comparison/metrics.json").read_text())
@@ -67,8 +67,9 @@ def test_editing_one_prompt_reruns_only_what_depends_on_it(built):
         prompt.read_text().replace("Reply with JSON only.", "Be concise. Reply with JSON only.")
     )
     out = dvc("repro", f"{RECIPE}/dvc.yaml", cwd=root, timeout=TIMEOUT_S).stdout
-    fewgen = {f"synthesize_{a}" for a in ARMS[2:]} | {
-        f"{k}@{a}" for k in ("dedup", "train", "evaluate") for a in ARMS[2:]
+    arms = [a for a in ARMS if a.startswith("fewgen")]
+    fewgen = {f"synthesize_{a}" for a in arms} | {
+        f"{k}@{a}" for k in ("dedup", "train", "evaluate") for a in arms
     }
     assert ran(out) == fewgen | {"compare"}, sorted(ran(out))
     assert dvc("status", "dvc.yaml", cwd=root).stdout == root_status  # the root recipe is untouched
