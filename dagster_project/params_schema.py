@@ -72,6 +72,11 @@ def _check_refs(model: BaseModel, root: Path, prefix: str) -> list[str]:
         ref = next((m for m in info.metadata if isinstance(m, FileRef)), None) or _file_ref(info.annotation)
         if ref and isinstance(value, str):
             problems += _check_file(ref, value, root, key, model)
+        elif ref and isinstance(value, dict | list):  # e.g. files: {label_info: data/labels.yaml}
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                if isinstance(v, str):
+                    problems += _check_file(ref, v, root, f"{key}.{k}", model)
         elif isinstance(value, StageParams):
             problems += value.check_files(root, key)
         elif isinstance(value, BaseModel):

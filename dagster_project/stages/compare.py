@@ -5,7 +5,8 @@
 
 For each arm it reads the synthesized rows (`<SYNTHESIZED>/examples.parquet` and `rejects.parquet`), the
 curated split (`<DEDUPED>/report.json`) and the student's scores (`<EVAL_REPORT>/metrics.json`), and
-computes the dataset figures of `metrics/datasets.py` on the synthesized texts: label distribution,
+computes the dataset figures of `metrics/datasets.py` on the synthesized texts (a seeded sample of the
+smallest arm's size, so arms compare fairly): label distribution,
 distinct-n, self-BLEU-1..5, entity entropy, mean pairwise and label-wise cosine, MAUVE against the gold
 test texts, label preservation (a classifier trained on `gold_train`). Writes (atomically):
 
@@ -16,9 +17,10 @@ test texts, label preservation (a classifier trained on `gold_train`). Writes (a
 
 import csv
 import html
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import Field
@@ -26,13 +28,15 @@ from pydantic import Field
 from dagster_project.metrics.datasets import LabelClassifier, dataset_figures
 from dagster_project.metrics.diversity import resolve_embedder
 from dagster_project.params_schema import DataFile, StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import load_stage_params, stage_parser, write_json
+from dagster_project.synthesis.shots import read_table
 
 # (key, label, which direction is better) of the rows of the side-by-side table
 ROWS = [
     ("n_examples", "synthesized examples", ""),
     ("n_rejects", "rejects (refusals, failed checks)", ""),
     ("n_train", "training rows after dedup", ""),
+    ("n_compared", "examples each figure below is computed on", "a seeded sample, equal for every arm"),
     ("label_entropy_bits", "label entropy (bits)", "higher = more balanced"),
     ("distinct_1", "distinct-1", "higher = more diverse"),
     ("distinct_2", "distinct-2", "higher = more diverse"),
@@ -56,6 +60,9 @@ class Params(StageParams):
     text_column: str = "text"
     label_column: str = "label"
     embedding_model: str | None = None  # null: the bundled all-MiniLM-L6-v2
+    # auto falls back to TF-IDF when the model cannot load (the report names the backend that ran);
+    # sentence-transformers fails instead, so figures never silently change meaning
+    embedding_backend: Literal["auto", "sentence-transformers", "tfidf"] = "auto"
     max_texts: int = Field(default=1000, gt=1)  # seeded sample for self-BLEU and cosine
     mauve_buckets: int = Field(default=30, gt=1)
     seed: int = 0
@@ -63,7 +70,7 @@ class Params(StageParams):
 
 def read_jsonl(path: Path, columns: list[str]) -> pl.DataFrame:
     """The given columns of a JSONL file; a missing column is an error naming the file."""
-    df = pl.read_ndjson(path)
+    df = read_table(path)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise SystemExit(f"error: compare: {path} has no column(s) {missing}; its columns: {df.columns}")
@@ -78,22 +85,40 @@ def student_scores(eval_dir: Path) -> dict[str, Any]:
     return {"student_accuracy": student.get("accuracy"), "student_macro_f1": student.get("macro_f1")}
 
 
-def arm_figures(
-    name: str, dirs: list[str], params: Params, gold: pl.DataFrame, embedder: Any, classifier: Any
-):
-    """Counts, dataset figures and student scores of one arm."""
-    synthesized, deduped, eval_dir = (Path(d) for d in dirs)
+def read_examples(synthesized: Path, params: Params, name: str) -> pl.DataFrame:
+    """An arm's synthesized examples; the text and label columns must be there."""
     examples = pl.read_parquet(synthesized / "examples.parquet")
     missing = [c for c in (params.text_column, params.label_column) if c not in examples.columns]
     if missing:
         raise SystemExit(f"error: compare: arm {name}: examples have no column(s) {missing}")
+    return examples
+
+
+def arm_figures(
+    name: str,
+    dirs: list[str],
+    n_compared: int,
+    params: Params,
+    gold: pl.DataFrame,
+    embedder: Any,
+    classifier: Any,
+) -> dict[str, Any]:
+    """Counts, dataset figures and student scores of one arm.
+
+    The size-dependent figures (distinct-n, self-BLEU, entities, cosines, MAUVE, label preservation) are
+    computed on a seeded sample of `n_compared` examples, the size of the smallest arm, so arms of
+    different sizes compare fairly; the label counts are of every example.
+    """
+    synthesized, deduped, eval_dir = (Path(d) for d in dirs)
+    examples = read_examples(synthesized, params, name)
+    sample = (
+        examples.sample(n=min(n_compared, examples.height), seed=params.seed) if examples.height else examples
+    )
     rejects = pl.read_parquet(synthesized / "rejects.parquet")
     report = json.loads((deduped / "report.json").read_text())
-    texts = examples[params.text_column].to_list()
-    labels = [str(v) for v in examples[params.label_column].to_list()]
     figures = dataset_figures(
-        texts,
-        labels,
+        sample[params.text_column].to_list(),
+        [str(v) for v in sample[params.label_column].to_list()],
         embedder,
         gold[params.text_column].to_list(),
         classifier,
@@ -101,8 +126,11 @@ def arm_figures(
         mauve_buckets=params.mauve_buckets,
         seed=params.seed,
     )
+    counts = examples[params.label_column].cast(pl.String).value_counts().sort(params.label_column)
+    figures["label_counts"] = dict(counts.iter_rows())
     return {
         "n_examples": examples.height,
+        "n_compared": sample.height,
         "n_rejects": rejects.height,
         "reject_reasons": dict(rejects.group_by("reason").len().sort("reason").iter_rows()),
         "n_train": report.get("n_train"),
@@ -166,6 +194,13 @@ def render(arms: dict[str, dict[str, Any]], meta: dict[str, Any]) -> tuple[str, 
     return text_md, text_html, table
 
 
+def _write(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; see the module docstring."""
     parser = stage_parser(__doc__.splitlines()[0], kind="compare")
@@ -181,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     columns = [params.text_column, params.label_column]
     gold_test = read_jsonl(root / params.gold_test, columns)
     gold_train = read_jsonl(root / params.gold_train, columns)
-    embedder = resolve_embedder(params.embedding_model)
+    embedder = resolve_embedder(params.embedding_model, params.embedding_backend)
     classifier = LabelClassifier(
         gold_train[params.text_column].to_list(),
         gold_train[params.label_column].to_list(),
@@ -199,12 +234,14 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     text_md, text_html, table = render(arms, meta)
-    with atomic_output_dir(args.out) as tmp:
-        write_json(tmp / "metrics.json", {"arms": arms, **meta})
-        (tmp / "report.md").write_text(text_md, encoding="utf-8")
-        (tmp / "report.html").write_text(text_html, encoding="utf-8")
-        with open(tmp / "table.csv", "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # file by file: the folder also holds DVC's .gitignore
+    write_json(out / "metrics.json", {"arms": arms, **meta})
+    _write(out / "report.md", text_md)
+    _write(out / "report.html", text_html)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(table)
+    _write(out / "table.csv", buffer.getvalue())
     print(text_md)
 
 

@@ -42,10 +42,15 @@ from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
-from dagster_project.synthesis.shots import draw_shots, read_table
-from dagster_project.teacher.engine import BudgetExceededError, TeacherEngine, TeacherUnreachableError
+from dagster_project.synthesis.shots import ShotSampler, read_table
+from dagster_project.teacher.engine import (
+    BudgetExceededError,
+    TeacherConfigError,
+    TeacherEngine,
+    TeacherUnreachableError,
+)
 from dagster_project.teacher.mapping import build_requests, map_prompt
-from dagster_project.teacher.prompts import Prompt, load_prompt
+from dagster_project.teacher.prompts import Prompt, PromptError, load_prompt
 
 
 class ShotsParams(StageParams):
@@ -86,17 +91,27 @@ def example_id(values: list[Any]) -> str:
 
 
 def input_rows(path: Path, params: Params) -> pl.DataFrame:
-    """The rows to render: the input table, one row per distinct combination if asked, maybe capped."""
+    """The rows to render: the input table, one row per distinct combination if asked, maybe capped.
+
+    Every input column the params name must exist, and there must be rows: an empty input is an error,
+    never an empty output built "successfully".
+    """
     df = read_table(path)
-    missing = sorted({*params.variables.values(), *params.carry.values(), *params.distinct} - set(df.columns))
+    named = {*params.variables.values(), *params.carry.values(), *params.distinct, *params.seed_by}
+    if params.shots is not None:
+        named |= {*params.shots.match, *params.shots.exclude}
+    missing = sorted(named - set(df.columns))
     if missing:
         raise SystemExit(
             f"error: synthesize: {path} has no column(s) {missing}; its columns: {df.columns}. Fix the "
-            "section's variables/carry/distinct."
+            "section's variables/carry/distinct/seed_by/shots."
         )
     if params.distinct:
         df = df.unique(subset=params.distinct, keep="first", maintain_order=True)
-    return df.head(params.limit) if params.limit else df
+    df = df.head(params.limit) if params.limit else df
+    if df.height == 0:
+        raise SystemExit(f"error: synthesize: {path} has no rows to render (an upstream stage kept none).")
+    return df
 
 
 def answer_fields(prompt: Prompt) -> dict[str, Any]:
@@ -105,10 +120,13 @@ def answer_fields(prompt: Prompt) -> dict[str, Any]:
     if prompt.output.explode:
         schema = schema.get("properties", {}).get(prompt.output.explode, {}).get("items", {})
     types = {"string": pl.String, "integer": pl.Int64, "number": pl.Float64, "boolean": pl.Boolean}
-    return {
-        name: types.get(spec.get("type") if isinstance(spec, dict) else None, pl.String)
-        for name, spec in (schema.get("properties") or {}).items()
-    }
+    fields = {}
+    for name, spec in (schema.get("properties") or {}).items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if isinstance(kind, list):  # e.g. [string, "null"]: the first non-null type
+            kind = next((k for k in kind if k != "null"), None)
+        fields[name] = types.get(kind, pl.String)
+    return fields
 
 
 def output_frames(
@@ -118,9 +136,17 @@ def output_frames(
 
     A reject keeps the carried columns that are id columns (e.g. passage_id), enough to trace its input.
     """
-    carried = {out: inputs.schema[col] for out, col in params.carry.items()}
+    # A nested input column (list, struct) is carried as JSON text, which every later stage can compare.
+    nested = {out for out, col in params.carry.items() if inputs.schema[col].is_nested()}
+    carried = {out: pl.String if out in nested else inputs.schema[col] for out, col in params.carry.items()}
     traced = {k: t for k, t in carried.items() if k in params.id_columns}
     fields = {k: v for k, v in answer_fields(prompt).items() if k not in carried}
+    unknown = [c for c in params.id_columns if c not in carried and c not in fields]
+    if unknown:
+        raise SystemExit(
+            f"error: synthesize: id_columns {unknown} are neither carried columns {sorted(carried)} nor "
+            f"answer fields {sorted(fields)} of {prompt.path}."
+        )
     schema = {"id": pl.String, **carried, **fields, "teacher_model": pl.String, "request_id": pl.String}
     seen: set[str] = set()
     examples = []
@@ -129,14 +155,14 @@ def output_frames(
         if ex_id in seen:
             raw = json.dumps({k: row.get(k) for k in fields}, ensure_ascii=False)
             reject = {"request_id": row["request_id"], "attempt": 0, "reason": "duplicate_id", "raw": raw}
-            rejects.append({**{k: row.get(k) for k in traced}, **reject})
+            rejects.append({**{k: _as_type(row.get(k), t) for k, t in traced.items()}, **reject})
             continue
         seen.add(ex_id)
         values = {k: _as_type(row.get(k), t) for k, t in fields.items()}
         examples.append(
             {
                 "id": ex_id,
-                **{k: row.get(k) for k in carried},
+                **{k: _as_type(row.get(k), t) for k, t in carried.items()},
                 **values,
                 "teacher_model": params.teacher_model,
                 "request_id": row["request_id"],
@@ -144,7 +170,7 @@ def output_frames(
         )
     reject_schema = {"request_id": pl.String, **traced, "attempt": pl.Int64, "reason": pl.String}
     reject_schema["raw"] = pl.String
-    rejects = [{k: r.get(k) for k in reject_schema} for r in rejects]
+    rejects = [{k: _as_type(r.get(k), t) for k, t in reject_schema.items()} for r in rejects]
     return pl.DataFrame(examples, schema=schema), pl.DataFrame(rejects, schema=reject_schema)
 
 
@@ -170,27 +196,39 @@ def main(argv: list[str] | None = None) -> None:
 
     inputs = input_rows(Path(args.input), params)
     rows = inputs.to_dicts()
-    shots = None
+    sampler, extra = None, None
     if params.shots is not None:
         s = params.shots
-        shots = draw_shots(rows, read_table(root / s.file), s.k, s.columns, s.match, s.exclude, params.seed)
-        shots = [{s.variable: examples} for examples in shots]
+        sampler = ShotSampler(read_table(root / s.file), s.k, s.columns, s.match, s.exclude, params.seed)
+
+        def extra(i: int, sample: int) -> dict[str, Any]:
+            key = json.dumps(rows[i], sort_keys=True, default=str) + f"\x1f{sample}"
+            return {s.variable: sampler.draw(rows[i], key)}
+
     constants = dict(params.constants)
     for var, path in params.files.items():
-        constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
-    requests = build_requests(
-        prompt,
-        rows,
-        model=params.teacher_model,
-        variables=params.variables,
-        constants=constants,
-        temperature=params.temperature,
-        seed=params.seed,
-        samples=params.samples,
-        sampling={"top_p": params.top_p} if params.top_p is not None else None,
-        extra_variables=shots,
-        seed_by=params.seed_by,
-    )
+        try:
+            constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise SystemExit(
+                f"error: {args.section}.files.{var}: {path} is not valid YAML/JSON: {exc}"
+            ) from None
+    try:
+        requests = build_requests(
+            prompt,
+            rows,
+            model=params.teacher_model,
+            variables=params.variables,
+            constants=constants,
+            temperature=params.temperature,
+            seed=params.seed,
+            samples=params.samples,
+            sampling={"top_p": params.top_p} if params.top_p is not None else None,
+            extra_variables=extra,
+            seed_by=params.seed_by,
+        )
+    except PromptError as exc:  # e.g. a label the label file does not describe
+        raise SystemExit(f"error: {args.section}: cannot render {params.prompt}: {exc}") from None
 
     with TeacherEngine(max_attempts=params.max_attempts) as engine:
         if args.dry_run:
@@ -211,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         except BudgetExceededError as exc:
             print(f"{args.section}: {exc}", file=sys.stderr)
             raise SystemExit(3) from None
+        except TeacherConfigError as exc:
+            print(f"{args.section}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         except TeacherUnreachableError as exc:
             print(
                 f"{args.section}: error: {exc}. Nothing written; every answer received is cached - check "
@@ -220,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(4) from None
 
     examples, rejects = output_frames(result.rows, result.rejects, params, prompt, inputs)
-    if requests and examples.height == 0:
+    if examples.height == 0:
         reasons = Counter(rejects["reason"].to_list()).most_common(5)
         print(
             f"{args.section}: error: {len(requests)} requests gave no example; reject reasons: {reasons}. "
@@ -234,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_requests": len(requests),
         "n_examples": examples.height,
         "n_rejects": rejects.height,
+        **({"shots_per_request": dict(sorted(sampler.counts.items()))} if sampler else {}),
     }
     with atomic_output_dir(args.out) as tmp:
         examples.write_parquet(tmp / "examples.parquet")

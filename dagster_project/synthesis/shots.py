@@ -2,6 +2,7 @@
 
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,41 +15,52 @@ def read_table(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"error: {path}: file not found")
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path)
-    if path.suffix in (".jsonl", ".json"):
-        return pl.read_ndjson(path)
+    try:
+        if path.suffix == ".parquet":
+            return pl.read_parquet(path)
+        if path.suffix in (".jsonl", ".json"):
+            return pl.read_ndjson(path, infer_schema_length=None)  # every row decides the columns
+    except Exception as exc:  # polars' own errors name neither the file nor the line
+        raise SystemExit(f"error: {path}: cannot read it as a table: {exc}") from None
     raise SystemExit(f"error: {path}: expected a .parquet or .jsonl table")
 
 
-def draw_shots(
-    rows: Sequence[Mapping[str, Any]],
-    pool: pl.DataFrame,
-    k: int,
-    columns: Sequence[str],
-    match: Mapping[str, str],
-    exclude: Mapping[str, str],
-    seed: int,
-) -> list[list[dict[str, Any]]]:
-    """For each row, up to `k` examples from `pool` (only `columns`), seeded by (seed, row position).
+class ShotSampler:
+    """Draws up to `k` examples (only `columns`) from `pool` for a row, seeded by a key of the request.
 
     A candidate must equal the row on every `match` pair (row column -> pool column) and differ on every
-    `exclude` pair (e.g. the row's own seed is never its own example). Fewer than `k` candidates: all.
+    `exclude` pair (e.g. the row's own seed or passage is never its own example). Each draw is seeded by
+    (seed, the request's key), so adding or removing other rows changes no other request's examples.
+    `counts` records how many examples each request got (fewer than `k` when too few candidates match).
     """
-    missing = sorted({*columns, *match.values(), *exclude.values()} - set(pool.columns))
-    if missing:
-        raise SystemExit(f"error: shots: the shots table has no column(s) {missing}; columns: {pool.columns}")
-    candidates = pool.to_dicts()
-    out = []
-    for i, row in enumerate(rows):
+
+    def __init__(
+        self,
+        pool: pl.DataFrame,
+        k: int,
+        columns: Sequence[str],
+        match: Mapping[str, str],
+        exclude: Mapping[str, str],
+        seed: int,
+    ):
+        missing = sorted({*columns, *match.values(), *exclude.values()} - set(pool.columns))
+        if missing:
+            raise SystemExit(
+                f"error: shots: the shots table has no column(s) {missing}; columns: {pool.columns}"
+            )
+        self.candidates = pool.to_dicts()
+        self.k, self.columns, self.match, self.exclude, self.seed = k, list(columns), match, exclude, seed
+        self.counts: Counter = Counter()
+
+    def draw(self, row: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+        """The examples for one request of `row`; `key` identifies the request (row values and sample)."""
         ok = [
             c
-            for c in candidates
-            if all(c[p] == row.get(r) for r, p in match.items())
-            and all(c[p] != row.get(r) for r, p in exclude.items())
+            for c in self.candidates
+            if all(c[p] == row.get(r) for r, p in self.match.items())
+            and all(c[p] != row.get(r) for r, p in self.exclude.items())
         ]
-        digest = hashlib.sha256(f"{seed}:{i}".encode()).digest()
-        rng = random.Random(int.from_bytes(digest[:8], "big"))
-        picked = rng.sample(ok, min(k, len(ok)))
-        out.append([{c: shot[c] for c in columns} for shot in picked])
-    return out
+        digest = hashlib.sha256(f"{self.seed}\x1f{key}".encode()).digest()
+        picked = random.Random(int.from_bytes(digest[:8], "big")).sample(ok, min(self.k, len(ok)))
+        self.counts[len(picked)] += 1
+        return [{c: shot[c] for c in self.columns} for shot in picked]

@@ -11,7 +11,8 @@ each with the `carry` columns of its input row. Then the checks the prompt file 
 a reject with its reason. Requests whose every sample was rejected by the engine are rejects too. Nothing
 is dropped silently: `rows` + `rejects` account for every answer.
 
-An outage (a request whose samples all failed to reach the endpoint) raises `TeacherUnreachableError`:
+An outage (any request that could not reach the endpoint after its retries) raises
+`TeacherUnreachableError`:
 it is not a verdict on the data, and every answer already received is cached for the rerun.
 
 Synthesis, judges, critics and reference answers all go through this module.
@@ -20,7 +21,7 @@ Synthesis, judges, critics and reference answers all go through this module.
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,18 +59,18 @@ def build_requests(
     seed: int | None = None,
     samples: int = 1,
     sampling: Mapping[str, Any] | None = None,
-    extra_variables: Sequence[Mapping[str, Any]] | None = None,
+    extra_variables: Callable[[int, int], Mapping[str, Any]] | None = None,
     seed_by: Sequence[str] = (),
 ) -> list[TeacherRequest]:
     """One request per row (and per sample: `samples` requests with seeds seed, seed+1000, ...).
 
-    Identical requests get identical (cached) answers; `seed_by` columns make each row's seed its own
-    (seed + a hash of those values: stable when other rows are added or removed), so two rows that render
-    the same messages are still two independent samples.
+    Identical requests get identical (cached) answers; `seed_by` columns make each request's seed its own
+    (a hash of those values and the sample number: stable when other rows are added or removed), so two
+    rows that render the same messages are still two independent samples.
 
     `variables` maps each prompt variable to the row column it takes; `constants` are fixed values;
-    `extra_variables[i]` adds per-row values (e.g. in-context examples drawn for row i). `sampling`
-    overrides the prompt file's sampling (top_p, ...).
+    `extra_variables(i, sample)` adds values per row and sample (e.g. in-context examples drawn for
+    each request). `sampling` overrides the prompt file's sampling (top_p, ...).
     """
     variables, constants = dict(variables or {}), dict(constants or {})
     requests = []
@@ -81,25 +82,31 @@ def build_requests(
                 f"columns: {sorted(row)}"
             )
         values = {**constants, **{var: row[col] for var, col in variables.items()}}
-        if extra_variables is not None:
-            values.update(extra_variables[i])
-        row_seed = seed
-        if seed is not None and seed_by:
-            key = "\x1f".join(str(row.get(c)) for c in seed_by)
-            row_seed = seed + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 1_000_000 * 1000
+        key = "\x1f".join(str(row.get(c)) for c in seed_by)
         for sample in range(samples):
+            request_values = {**values, **(extra_variables(i, sample) if extra_variables else {})}
             req = TeacherRequest.from_prompt(
                 prompt,
                 model=model,
                 temperature=temperature,
-                seed=None if row_seed is None else row_seed + 1000 * sample,
-                meta={ROW_KEY: dict(row), VARS_KEY: values},
-                **values,
+                seed=_seed(seed, sample, key if seed_by else None),
+                meta={ROW_KEY: dict(row), VARS_KEY: request_values},
+                **request_values,
             )
             if sampling:
                 req.extra.update(sampling)
             requests.append(req)
     return requests
+
+
+def _seed(seed: int | None, sample: int, key: str | None) -> int | None:
+    """The seed of one request: `seed + 1000 * sample`, or, with a row key, seed plus a hash of (key,
+    sample) so no two rows or samples share one."""
+    if seed is None:
+        return None
+    if key is None:
+        return seed + 1000 * sample
+    return seed + int(hashlib.sha256(f"{key}\x1f{sample}".encode()).hexdigest()[:12], 16) % 10**12
 
 
 def _squash(text: str) -> str:
@@ -157,10 +164,16 @@ def collect(
             rejects.append(_reject(res, carried, rej.attempt, rej.reason, rej.raw))
         if not res.ok:
             continue
-        items = res.value.get(spec.explode, []) if spec.explode else [res.value]
+        value = res.value if isinstance(res.value, dict) else {"value": res.value}
+        items = value.get(spec.explode) if spec.explode else [value]
+        if not isinstance(items, list) or not items:  # nothing to explode: a verdict, not a silent zero
+            raw = json.dumps(res.value, ensure_ascii=False)
+            rejects.append(_reject(res, carried, res.attempt, f"empty_{spec.explode}", raw))
+            continue
         for item in items:
             fields = item if isinstance(item, dict) else {"value": item}
-            row = {**carried, **{k: v.strip() if isinstance(v, str) else v for k, v in fields.items()}}
+            # Carried input columns win over answer fields of the same name (a label stays the seed's).
+            row = {**{k: v.strip() if isinstance(v, str) else v for k, v in fields.items()}, **carried}
             reason = next((r for c in spec.checks if (r := _failed_check(c, row, ctx))), None)
             if reason is None:
                 for check, keys in zip(uniques, seen, strict=True):

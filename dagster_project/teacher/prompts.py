@@ -73,6 +73,14 @@ def _output_spec(path: Path, raw: Any) -> OutputSpec:
                 f"{path}: output.checks[{i}] ({kind}) takes {sorted(CHECKS[kind])} (and an optional "
                 f"reason), got {sorted(keys)}."
             )
+        if kind == "unique" and not (
+            isinstance(check["columns"], list)
+            and check["columns"]
+            and all(isinstance(c, str) for c in check["columns"])
+        ):
+            raise PromptError(f"{path}: output.checks[{i}] (unique): columns must be a list of column names.")
+        if kind in ("min_words", "max_words") and not isinstance(check["value"], int):
+            raise PromptError(f"{path}: output.checks[{i}] ({kind}): value must be a whole number of words.")
         if kind == "not_matching":
             try:
                 re.compile(check["pattern"])
@@ -80,6 +88,21 @@ def _output_spec(path: Path, raw: Any) -> OutputSpec:
                 raise PromptError(f"{path}: output.checks[{i}]: pattern is not a regex: {exc}") from None
         checks.append(dict(check))
     return OutputSpec(explode, tuple(checks))
+
+
+def _check_explode(path: Path, explode: str | None, schema: dict[str, Any]) -> None:
+    """`output.explode` must name an array of objects the output schema declares."""
+    if explode is None:
+        return
+    prop = (schema.get("properties") or {}).get(explode)
+    if not isinstance(prop, dict) or prop.get("type") != "array":
+        raise PromptError(
+            f"{path}: output.explode: '{explode}' is not an array property of output_schema; name the list "
+            "whose items become rows, or drop explode (one row per answer)."
+        )
+    items = prop.get("items") or {}
+    if items.get("type") not in (None, "object"):
+        raise PromptError(f"{path}: output.explode: the items of '{explode}' must be objects (rows).")
 
 
 @dataclass(frozen=True)
@@ -156,6 +179,8 @@ def load_prompt(path: str | Path) -> Prompt:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise PromptError(f"{path}: 'output_schema' is not a valid JSON schema: {exc.message}") from None
+    output = _output_spec(path, raw.get("output"))
+    _check_explode(path, output.explode, schema)
     return Prompt(
         path=path,
         name=raw["name"].strip(),
@@ -163,7 +188,7 @@ def load_prompt(path: str | Path) -> Prompt:
         sampling=dict(sampling),
         messages=[{"role": m["role"], "content": m["content"]} for m in messages],
         output_schema=schema,
-        output=_output_spec(path, raw.get("output")),
+        output=output,
         _templates=templates,
     )
 

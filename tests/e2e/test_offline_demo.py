@@ -162,4 +162,5 @@ def test_second_repro_runs_nothing(demo):
     root, _, _ = demo
     out = dvc("repro", cwd=root).stdout
     assert "Running stage" not in out, out
-    assert json.loads(dvc("status", "--json", cwd=root).stdout or "{}") == {}
+    # The root recipe's dvc.yaml: the other recipes under examples/ are not built here.
+    assert json.loads(dvc("status", "dvc.yaml", "--json", cwd=root).stdout or "{}") == {}

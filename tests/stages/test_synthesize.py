@@ -170,14 +170,15 @@ def test_budget_cap_stops_cleanly_and_resumes(priced, monkeypatch, capsys):
     assert stats["calls"] == 1 and stats["cache_hits"] == 1 and examples.height == 2
 
 
-def test_budget_with_an_unpriced_model_is_an_error(recipe, monkeypatch):
+def test_budget_with_an_unpriced_model_is_an_error(recipe, monkeypatch, capsys):
     with serve_in_thread(teacher=PricedTeacher()) as url:
         monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
         monkeypatch.setenv("DISTILL_TEACHER_PRICES", str(recipe / "none.yaml"))
         (recipe / "none.yaml").write_text("models: {}\n")
         monkeypatch.setenv("DISTILL_TEACHER_BUDGET_USD", "5")
-        with pytest.raises(Exception, match="no price"):
+        with pytest.raises(SystemExit) as exit_info:
             run(recipe)
+        assert exit_info.value.code == 2 and "no price" in capsys.readouterr().err
         assert url.stats["requests"] == 0
 
 
@@ -221,3 +222,58 @@ def test_a_dead_endpoint_fails_the_stage_fast(recipe, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "has not answered for" in err and "connection error" in err and "rerun to resume" in err
     assert not (recipe / "synthesized").exists()
+
+
+def _set(recipe: Path, **changes) -> None:
+    params = yaml.safe_load((recipe / "params.yaml").read_text())
+    params["synthesize"].update(changes)
+    (recipe / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_bad_columns_and_empty_input_fail_before_any_call(recipe, capsys):
+    _set(recipe, id_columns=["passage_id", "questoin"])
+    with pytest.raises(SystemExit, match=r"id_columns \['questoin'\] are neither carried columns"):
+        run(recipe)
+    _set(recipe, id_columns=["passage_id", "question"], seed_by=["passage"])
+    with pytest.raises(SystemExit, match=r"has no column\(s\) \['passage'\]"):
+        run(recipe)
+    _set(recipe, seed_by=[])
+    pl.DataFrame(schema={"passage_id": pl.String, "text": pl.String}).write_parquet(
+        recipe / "corpus" / "grounding.parquet"
+    )
+    with pytest.raises(SystemExit, match="has no rows to render"):
+        run(recipe)
+
+
+def test_shots_are_drawn_per_request_and_counted(recipe, tmp_path):
+    shots = recipe / "shots.jsonl"
+    shots.write_text(
+        "".join(json.dumps({"passage_id": p, "example": f"e{p}"}) + "\n" for p in ("p1", "p2", "p3"))
+    )
+    _set(
+        recipe,
+        samples=2,
+        shots={"file": str(shots), "k": 2, "columns": ["example"], "exclude": {"passage_id": "passage_id"}},
+    )
+    prompt = recipe / "shots_prompt.yaml"
+    prompt.write_text(
+        (Path(synthesize.__file__).parents[2] / "prompts" / "grounded_qa.yaml")
+        .read_text()
+        .replace("<passage>", "{% for e in examples %}[{{ e.example }}]{% endfor %}<passage>", 1)
+    )
+    _set(recipe, prompt=str(prompt))
+    _, _, stats = run(recipe)
+    assert stats["shots_per_request"] == {"2": 4}  # 2 passages x 2 samples, 2 of the 2 other passages each
+
+
+def test_a_typo_in_a_file_param_is_named_before_work(recipe):
+    _set(recipe, files={"label_info": "labels_nope.yaml"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster_project.stages.synthesize", "--params", str(recipe / "params.yaml"),
+         "--input", str(recipe / "corpus" / "grounding.parquet"), "--out", str(recipe / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert (
+        proc.returncode == 2
+        and "synthesize.files.label_info: file 'labels_nope.yaml' does not exist" in proc.stderr
+    )

@@ -157,3 +157,15 @@ def test_collect_without_explode_makes_one_row_per_answer(tmp_path):
     with _engine(tmp_path, Echo()) as engine:
         rows, rejects = collect(prompt, engine.run(requests), carry={"x": "x"})
     assert [r["text"] for r in rows] == ["two words"] and [r["reason"] for r in rejects] == ["text_min_words"]
+
+
+def test_an_answer_with_nothing_to_explode_is_a_reject(tmp_path, prompt):
+    class Empty:
+        def chat(self, messages, **kwargs):
+            return {"content": json.dumps({"pairs": []}), "finish_reason": "stop", "usage": {}}
+
+    requests = build_requests(prompt, ROWS, model="offline-teacher", variables={"passage": "text"},
+                              constants={"count": 1})  # fmt: skip
+    with _engine(tmp_path, Empty()) as engine:
+        result = map_prompt(engine, prompt, requests, carry={"passage_id": "passage_id"})
+    assert result.rows == [] and result.reject_reasons == {"empty_pairs": 2}

@@ -53,6 +53,15 @@ def test_missing_file(tmp_path):
             "'check' must be one of",
         ),
         (
+            "name: x\nmessages: [{role: user, content: hi}]\noutput_schema: {}\noutput: {explode: pairs}",
+            "'pairs' is not an array property of output_schema",
+        ),
+        (
+            "name: x\nmessages: [{role: user, content: hi}]\noutput_schema: {}\n"
+            "output: {checks: [{check: unique, columns: text}]}",
+            "columns must be a list",
+        ),
+        (
             "name: x\nmessages: [{role: user, content: hi}]\noutput_schema: {}\n"
             "output: {checks: [{check: span}]}",
             "takes \\['column', 'of'\\]",
