@@ -223,8 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         embedder,
         params.seed,
     )
+    n_compared = min(read_examples(Path(arm[1]), params, arm[0]).height for arm in args.arm)
     arms = {
-        name: arm_figures(name, dirs, params, gold_test, embedder, classifier) for name, *dirs in args.arm
+        name: arm_figures(name, dirs, n_compared, params, gold_test, embedder, classifier)
+        for name, *dirs in args.arm
     }
     meta = {
         "gold_test": params.gold_test,
