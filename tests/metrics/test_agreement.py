@@ -154,3 +154,51 @@ def test_swap_consistency_by_hand() -> None:
         swap_consistency(["A"], ["first"])
     with pytest.raises(ValueError):
         swap_consistency(["A"], [])
+
+
+def test_cohen_kappa_perfect_chance_and_negative_by_hand() -> None:
+    # Perfect: p_o = 1 -> 1.
+    assert cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
+    # Chance: A says a,a,b,b; B says a,b,a,b -> p_o = 1/2, p_e = 1/2*1/2 + 1/2*1/2 = 1/2 -> 0.
+    assert cohen_kappa(["a", "a", "b", "b"], ["a", "b", "a", "b"]) == pytest.approx(0.0)
+    # Negative: always opposite -> p_o = 0, p_e = 1/2 -> (0 - 1/2) / (1 - 1/2) = -1.
+    assert cohen_kappa(["a", "b", "a", "b"], ["b", "a", "b", "a"]) == pytest.approx(-1.0)
+    # Worse than chance but not perfectly opposite: p_o = 1/4, p_e = 1/2 -> -1/2.
+    assert cohen_kappa(["a", "a", "b", "b"], ["b", "a", "a", "a"]) == pytest.approx(
+        (0.25 - (2 / 4 * 3 / 4 + 2 / 4 * 1 / 4)) / (1 - (2 / 4 * 3 / 4 + 2 / 4 * 1 / 4))
+    )
+
+
+def test_cohen_kappa_equals_scikit_learn_on_random_labels() -> None:
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    import random
+
+    rng = random.Random(7)
+    for trial in range(50):
+        labels = ["yes", "no", "maybe"][: 2 + trial % 2]
+        n = rng.randint(5, 60)
+        a = [rng.choice(labels) for _ in range(n)]
+        b = [x if rng.random() < 0.6 else rng.choice(labels) for x in a]
+        ours = cohen_kappa(a, b)
+        theirs = sklearn_metrics.cohen_kappa_score(a, b)
+        if math.isnan(ours):
+            assert math.isnan(theirs)
+        else:
+            assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_kappa_bootstrap_interval_covers_the_estimate_and_narrows_with_more_items() -> None:
+    import random
+
+    rng = random.Random(3)
+
+    def interval(n: int):
+        gold = [rng.choice(["yes", "no"]) for _ in range(n)]
+        judge = [g if rng.random() < 0.8 else ("no" if g == "yes" else "yes") for g in gold]
+        ratings = [[g, g, g] for g in gold]
+        return judge_vs_majority(judge, ratings, ["yes", "no"], n_resamples=500, seed=0).kappa
+
+    small, large = interval(40), interval(1000)
+    for ci in (small, large):
+        assert ci.low <= ci.estimate <= ci.high
+    assert (large.high - large.low) < 0.5 * (small.high - small.low)
