@@ -1,6 +1,7 @@
 """Shared fixtures: small git+DVC repos in tmp_path that look like a recipe, and a dvc runner."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -353,3 +354,11 @@ def copy_repo(dest: Path, drop_locks: bool = True) -> Path:
     run(["git", "add", "-A"], cwd=dest)
     run(["git", "commit", "-qm", "copy"], cwd=dest)
     return dest
+
+
+def stages_ran(output: str, recipe: str) -> set[str]:
+    """The stages DVC executed (from `dvc repro` output), each checked to belong to `recipe`, by name."""
+    addresses = set(re.findall(r"Running stage '([^']+)'", output))
+    prefix = f"{recipe}/dvc.yaml:"
+    assert all(a.startswith(prefix) for a in addresses), sorted(addresses)  # no other recipe's stage ran
+    return {a.removeprefix(prefix) for a in addresses}

@@ -232,6 +232,7 @@ def main() -> None:
             "trusted": kappa_ok,
         },
         "systems": figures,
+        "order": [name for name, _ in systems],  # JSON keys are sorted: this is the report's order
     }
     title = "Judged success rates"
     with atomic_output_dir(args.out) as tmp:

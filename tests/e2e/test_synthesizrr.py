@@ -2,13 +2,12 @@
 editing one prompt reruns only that recipe's affected stages; a copied folder is a new recipe."""
 
 import json
-import re
 import shutil
 import time
 
 import pytest
 import yaml
-from helpers import copy_repo, dvc, run
+from helpers import copy_repo, dvc, run, stages_ran
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +21,8 @@ FIGURES = [
 TIMEOUT_S = 3600  # a hang guard on a shared CI host, not a speed check (wall time is printed)
 
 
-def ran(output: str, recipe: str = RECIPE) -> set[str]:
-    """The stages DVC executed (from its output), each checked to belong to `recipe`, by name."""
-    addresses = set(re.findall(r"Running stage '([^']+)'", output))
-    prefix = f"{recipe}/dvc.yaml:"
-    assert all(a.startswith(prefix) for a in addresses), sorted(addresses)  # no other recipe's stage ran
-    return {a.removeprefix(prefix) for a in addresses}
+def ran(output: str) -> set[str]:
+    return stages_ran(output, RECIPE)
 
 
 @pytest.fixture(scope="module")
