@@ -27,11 +27,20 @@ class DvcTranslator:
 
     def get_asset_name(self, stage: DvcStage) -> str:
         """The name of the folder that holds the stage's outputs (a noun), or the stage's name when its
-        outputs lie directly in its recipe folder (or it has none)."""
+        outputs lie directly in its recipe folder (or it has none). A folder nested inside the recipe's
+        `assets/` is named by its path there (`assets/students/s` -> `students_s`), so a `foreach` that
+        writes `students/<size>` and `judged/<size>` gets one asset per folder."""
         if stage.outs:
-            folder = asset_folder(stage)
-            if folder not in (stage.wdir, "."):
-                return dagster_name(PurePosixPath(folder).name)
+            folder = PurePosixPath(asset_folder(stage))
+            if folder.as_posix() not in (stage.wdir, "."):
+                inside = (
+                    folder.parts[len(PurePosixPath(stage.wdir).parts) :]
+                    if stage.wdir != "."
+                    else folder.parts
+                )
+                if len(inside) > 2 and inside[0] == "assets":
+                    return dagster_name("_".join(inside[1:]))
+                return dagster_name(folder.name)
         return dagster_name(stage.name)
 
     def get_asset_key(self, stage: DvcStage) -> dg.AssetKey:

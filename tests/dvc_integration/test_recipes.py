@@ -159,3 +159,23 @@ def test_materializing_a_prefixed_asset_runs_its_recipe_stage(recipes_repo, inst
     assert beta_lock["shard@2"]["outs"][0]["path"] == "examples/beta/assets/shard_2"  # repo-relative
     assert dvc("status", "examples/beta/dvc.yaml", cwd=root).stdout.strip().endswith("up to date.")
     assert os.listdir(root / "examples/beta/assets") and not (root / "assets").exists()
+
+
+@pytest.mark.parametrize(
+    ("wdir", "outs", "name"),
+    [
+        (".", ("assets/corpus",), "corpus"),
+        ("examples/x", ("examples/x/assets/corpus",), "corpus"),
+        ("examples/x", ("examples/x/assets/students/s",), "students_s"),  # foreach outs in sub-folders
+        ("examples/x", ("examples/x/assets/judged/s",), "judged_s"),
+        (".", ("assets/judged/big-one",), "judged_big_one"),
+        ("examples/x", ("examples/x/out/a/b",), "b"),  # outside assets/: the folder's name
+        ("examples/x", ("examples/x/report.json",), "report"),  # outputs in the recipe folder itself
+    ],
+)
+def test_asset_names_come_from_output_folders(wdir, outs, name):
+    from dagster_project.dvc_integration.project import DvcStage
+    from dagster_project.dvc_integration.translator import DvcTranslator
+
+    stage = DvcStage(name="report", cmd="true", deps=(), outs=outs, params={}, wdir=wdir)
+    assert DvcTranslator().get_asset_name(stage) == name
