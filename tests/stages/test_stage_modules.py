@@ -30,7 +30,7 @@ def test_stage_kind_imports_neither_dagster_nor_torch(kind):
     assert proc.returncode == 0, f"{kind} imports a heavy or Dagster module: {proc.stdout}{proc.stderr}"
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "calibrate_judge"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_owns_a_params_model(kind):
     assert issubclass(kind_params(kind), StageParams)
 
