@@ -80,6 +80,7 @@ class Params(StageParams):
     files: dict[str, DataFile] = {}  # prompt variable -> a YAML/JSON file whose parsed content it takes
     distinct: list[str] = []  # render once per distinct combination of these columns (first row wins)
     carry: dict[str, str] = {}  # output column -> input column copied into every row made from it
+    defaults: dict[str, Any] = {}  # input column -> the value of rows where it is null or absent
     id_columns: list[str] = Field(min_length=1)  # output columns hashed into each row's id
     shots: ShotsParams | None = None
     limit: int | None = Field(default=None, gt=0)  # use only the first N input rows (trying things out)
@@ -90,6 +91,16 @@ def example_id(values: list[Any]) -> str:
     return hashlib.sha256("\x1f".join(str(v) for v in values).encode()).hexdigest()[:16]
 
 
+def where_row(path: Path, index: int) -> str:
+    """`path:line` of a table's row (JSON lines: blank lines skipped; CSV: after the header), else `row N`."""
+    if path.suffix in (".jsonl", ".json"):
+        lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+        return f"{path}:{lines[index]}" if index < len(lines) else f"{path}: row {index + 1}"
+    if path.suffix == ".csv":
+        return f"{path}:{index + 2}"
+    return f"{path}: row {index + 1}"
+
+
 def input_rows(path: Path, params: Params) -> pl.DataFrame:
     """The rows to render: the input table, one row per distinct combination if asked, maybe capped.
 
@@ -97,6 +108,9 @@ def input_rows(path: Path, params: Params) -> pl.DataFrame:
     never an empty output built "successfully".
     """
     df = read_table(path)
+    for column, value in params.defaults.items():  # a column with a default may be absent or null
+        filled = pl.lit(value) if column not in df.columns else pl.col(column).fill_null(pl.lit(value))
+        df = df.with_columns(filled.alias(column))
     named = {*params.variables.values(), *params.carry.values(), *params.distinct, *params.seed_by}
     if params.shots is not None:
         named |= {*params.shots.match, *params.shots.exclude}
@@ -106,6 +120,14 @@ def input_rows(path: Path, params: Params) -> pl.DataFrame:
             f"error: synthesize: {path} has no column(s) {missing}; its columns: {df.columns}. Fix the "
             "section's variables/carry/distinct/seed_by/shots."
         )
+    for column in sorted(set(params.variables.values())):
+        nulls = df.with_row_index("_i").filter(pl.col(column).is_null())["_i"]
+        if len(nulls):
+            raise SystemExit(
+                f"error: synthesize: {where_row(path, nulls[0])} has no value for {column!r} ({len(nulls)} "
+                f"row(s) without one); fill it in, or give it a value for such rows with {column}: ... "
+                "under the section's defaults"
+            )
     if params.distinct:
         df = df.unique(subset=params.distinct, keep="first", maintain_order=True)
     df = df.head(params.limit) if params.limit else df

@@ -1,6 +1,7 @@
 """In-context examples ("shots") for teacher requests, drawn reproducibly from a table."""
 
 import hashlib
+import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,7 @@ import polars as pl
 
 
 def read_table(path: str | Path) -> pl.DataFrame:
-    """A parquet or JSONL file as a table (the formats stage kinds exchange rows in)."""
+    """A parquet, JSON-lines or CSV file as a table (the formats stage kinds exchange rows in)."""
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"error: {path}: file not found")
@@ -20,9 +21,27 @@ def read_table(path: str | Path) -> pl.DataFrame:
             return pl.read_parquet(path)
         if path.suffix in (".jsonl", ".json"):
             return pl.read_ndjson(path, infer_schema_length=None)  # every row decides the columns
+        if path.suffix == ".csv":
+            return pl.read_csv(path, infer_schema_length=0)  # every value a string, as written
     except Exception as exc:  # polars' own errors name neither the file nor the line
-        raise SystemExit(f"error: {path}: cannot read it as a table: {exc}") from None
-    raise SystemExit(f"error: {path}: expected a .parquet or .jsonl table")
+        raise SystemExit(f"error: {path}: cannot read it as a table: {_bad_line(path) or exc}") from None
+    raise SystemExit(f"error: {path}: expected a .parquet, .jsonl or .csv table")
+
+
+def _bad_line(path: Path) -> str | None:
+    """The first line of a JSON-lines file that is not a JSON object, named (polars' error names none)."""
+    if path.suffix not in (".jsonl", ".json"):
+        return None
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return f"line {n} is not valid JSON ({exc.msg}); every line must be one JSON object"
+        if not isinstance(row, dict):
+            return f"line {n} is a JSON {type(row).__name__}, not an object"
+    return None
 
 
 class ShotSampler:

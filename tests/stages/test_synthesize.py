@@ -277,3 +277,33 @@ def test_a_typo_in_a_file_param_is_named_before_work(recipe):
         proc.returncode == 2
         and "synthesize.files.label_info: file 'labels_nope.yaml' does not exist" in proc.stderr
     )
+
+
+def _run_input(recipe: Path, path: Path) -> pl.DataFrame:
+    out = recipe / "from_file"
+    synthesize.main(["--params", str(recipe / "params.yaml"), "--input", str(path), "--out", str(out)])
+    return pl.read_parquet(out / "examples.parquet")
+
+
+def test_input_rows_without_a_value_are_named_by_line_or_take_a_default(recipe):
+    table = recipe / "rows.jsonl"
+    rows = [{"passage_id": "p1", "text": PASSAGES["p1"]}, {"passage_id": "p2", "text": None}]
+    table.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")  # a blank line 2
+    with pytest.raises(SystemExit, match=r"rows\.jsonl:3 has no value for 'text' \(1 row\(s\)"):
+        _run_input(recipe, table)
+    _set(recipe, defaults={"text": PASSAGES["p2"]})
+    assert set(_run_input(recipe, table)["passage_id"]) == {"p1", "p2"}
+
+
+def test_a_malformed_jsonl_line_is_named_and_csv_is_read(recipe):
+    table = recipe / "broken.jsonl"
+    table.write_text(
+        json.dumps({"passage_id": "p1", "text": PASSAGES["p1"]}) + '\n{"passage_id": "p2", "te\n'
+    )
+    with pytest.raises(
+        SystemExit, match=r"broken\.jsonl: cannot read it as a table: line 2 is not valid JSON"
+    ):
+        _run_input(recipe, table)
+    csv_table = recipe / "rows.csv"
+    pl.DataFrame({"passage_id": ["p1", "p2"], "text": [PASSAGES["p1"], PASSAGES["p2"]]}).write_csv(csv_table)
+    assert set(_run_input(recipe, csv_table)["passage_id"]) == {"p1", "p2"}
