@@ -125,6 +125,15 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically (temp file + rename), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def stage_parser(description: str, kind: str | None = None) -> argparse.ArgumentParser:
     """An argument parser with the options every stage takes: `--params` (the params file) and, for a
     typed kind, `--section` (the params section this stage reads; default: the kind's name)."""

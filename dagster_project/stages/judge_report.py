@@ -31,7 +31,7 @@ from pydantic import Field
 from dagster_project.evaluation.charts import bar_chart_svg, render_html, render_markdown, write_csv
 from dagster_project.metrics.agreement import success_rate
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import load_stage_params, stage_parser, write_json, write_text
 
 
 class Params(StageParams):
@@ -235,15 +235,16 @@ def main() -> None:
         "order": [name for name, _ in systems],  # JSON keys are sorted: this is the report's order
     }
     title = "Judged success rates"
-    with atomic_output_dir(args.out) as tmp:
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "examples.json", picked)
-        (tmp / "report.md").write_text(render_markdown(title, sections), encoding="utf-8")
-        (tmp / "report.html").write_text(render_html(title, sections), encoding="utf-8")
-        (tmp / "plots").mkdir()
-        (tmp / "plots" / "success_by_size.csv").write_text(
-            write_csv(plot_rows, ["system", "n_params", "success_rate"]), encoding="utf-8"
-        )
+    # File by file (each atomically): the recipe declares metrics.json as DVC metrics beside the other outs.
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "examples.json", picked)
+    write_text(out / "report.md", render_markdown(title, sections))
+    write_text(out / "report.html", render_html(title, sections))
+    write_text(
+        out / "plots" / "success_by_size.csv", write_csv(plot_rows, ["system", "n_params", "success_rate"])
+    )
     summary = ", ".join(f"{n} {figures[n]['success_rate']}" for n, _ in systems)
     print(f"judge_report: kappa {kappa['estimate']:.3f}{warning}; success: {summary} -> {args.out}")
 
