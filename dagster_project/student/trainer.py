@@ -117,10 +117,10 @@ class Curves(TrainerCallback):
 
 
 class _ProgressBar(ProgressCallback):
-    """The Trainer's progress bar (steps, elapsed, ETA) with the latest tokens/s and loss beside it."""
+    """The Trainer's progress bar (steps, elapsed, ETA) with the latest tokens/s and loss beside it; the
+    Trainer's own per-log dict lines are not printed (train_log.json and the dvclive curves keep them)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
-        super().on_log(args, state, control, logs=logs, **kwargs)
         if self.training_bar is not None and logs and "tokens_per_s" in logs:
             self.training_bar.set_postfix(
                 {"tokens/s": f"{logs['tokens_per_s']:,.0f}", "loss": f"{logs['loss']:.4g}"}, refresh=False

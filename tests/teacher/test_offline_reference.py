@@ -2,7 +2,6 @@
 
 import json
 
-import polars as pl
 import pytest
 from helpers import REPO_ROOT
 
