@@ -72,6 +72,8 @@ def test_all_five_artifacts_exist(demo):
         "assets/eval_report/breakdown.json",
         "assets/eval_report/report.md",
         "assets/eval_report/predictions.parquet",
+        "assets/base_model/config.json",
+        "assets/base_model/model.safetensors",
     ]:
         assert (root / rel).exists(), rel
 
@@ -95,6 +97,22 @@ def test_student_beats_the_trivial_baseline(demo):
     assert "baseline" in (root / "assets/eval_report/report.md").read_text().lower()
 
 
+def test_the_distilled_student_reaches_most_of_the_teacher(demo):
+    """The three numbers: the base model zero-shot, the distilled student, the teacher's reference
+    answers (a real measurement, not empty answers) -- in metrics.json's headline and report.html."""
+    root, _, _ = demo
+    metrics = json.loads((root / "assets/eval_report/metrics.json").read_text())
+    head = metrics["headline"]
+    print(json.dumps(head))
+    assert metrics["teacher_reference"]["n_unanswered"] == 0 and head["teacher"] > 0.5
+    assert head["zero_shot"] is not None and head["student"] > head["zero_shot"]
+    assert head["student_vs_teacher"] >= 0.8
+    assert (
+        f"student {head['student']:.3f} / teacher {head['teacher']:.3f}"
+        in (root / "assets/eval_report/report.html").read_text()
+    )
+
+
 def test_the_demo_report_renders_in_a_browser(demo):
     """The pipeline's own report.html (not a fixture): every chart drawn, screenshot in test-artifacts."""
     root, _, _ = demo
@@ -104,7 +122,7 @@ def test_the_demo_report_renders_in_a_browser(demo):
     # headline bars, per-category bars, training loss (a QA task has no confusion matrix)
     assert len(seen["boxes"]) == 3, seen["boxes"]
     assert all(b is not None and b["width"] > 100 and b["height"] > 100 for b in seen["boxes"])
-    n_systems, n_categories = 2, len(breakdown["per_category"])
+    n_systems, n_categories = 4, len(breakdown["per_category"])  # student, baseline, zero-shot, teacher
     assert seen["bars"] == n_systems * 2 + n_systems * n_categories  # 2 headline metrics (EM, F1)
     for heading in ("Headline", "Per category", "10 best", "10 worst", "Training loss", "self-BLEU-5"):
         assert heading in seen["text"], heading
