@@ -155,6 +155,30 @@ def test_dvc_plots_metrics_and_dagster_curves_read_the_outputs(demo):
     assert f"`{curves[0]}` | {train_points} |" in table
 
 
+def test_dvc_plots_page_renders_offline(demo):
+    """`dvc plots show` writes a page with Vega inline (the repo's .dvc/plots template), no CDN: every
+    declared plot is drawn in a browser that has no network."""
+    from helpers import CHROMIUM_ARGS, system_chromium
+    from playwright.sync_api import sync_playwright
+
+    root, _, _ = demo
+    dvc("plots", "show", "-o", "plots_page", cwd=root)
+    html = (root / "plots_page/index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
+    chromium = system_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("http*://**", lambda route: route.abort())  # offline
+            page.goto((root / "plots_page/index.html").as_uri(), wait_until="load")
+            page.wait_for_timeout(2000)
+            drawn = page.locator("canvas, svg.marks").count()
+        finally:
+            browser.close()
+    assert drawn == 8, drawn  # 4 report charts + 4 training curves
+
+
 def test_each_stage_reads_exactly_the_params_it_declares(demo):
     root, access_log, _ = demo
     declared = {
