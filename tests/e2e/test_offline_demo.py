@@ -107,10 +107,12 @@ def test_the_distilled_student_reaches_most_of_the_teacher(demo):
     assert metrics["teacher_reference"]["n_unanswered"] == 0 and head["teacher"] > 0.5
     assert head["zero_shot"] is not None and head["student"] > head["zero_shot"]
     assert head["student_vs_teacher"] >= 0.8
-    assert (
-        f"student {head['student']:.3f} / teacher {head['teacher']:.3f}"
-        in (root / "assets/eval_report/report.html").read_text()
-    )
+    line = f"student {head['student']:.3f} / teacher {head['teacher']:.3f}"
+    assert line in (root / "assets/eval_report/report.html").read_text()
+    from dagster_project.dvc_integration.metadata import output_metadata
+
+    meta = output_metadata(root, ("assets/eval_report/metrics.json",))
+    assert line in meta["headline"].value and meta["metrics/headline.student_vs_teacher"].value >= 0.8
 
 
 def test_the_demo_report_renders_in_a_browser(demo):
