@@ -19,7 +19,7 @@ from dagster_project.dvc_integration.project import DEFAULT_RECIPE, DvcProject, 
 from dagster_project.dvc_integration.resource import dvc_executable, dvc_subprocess_env
 from dagster_project.params_schema import ParamsError, read_params_file, validate_params, validate_recipe
 
-REPORT = Path("assets/eval_report/report.md")
+REPORT = Path("assets/eval_report/report.html")  # self-contained (report.md embeds base64 charts)
 METRICS = Path("assets/eval_report/metrics.json")  # the default recipe's headline
 MAX_NUMBERS = 20
 
@@ -122,9 +122,14 @@ def print_metrics(root: Path, recipe: Recipe) -> None:
         metrics = json.loads(headline.read_text())
         if all(isinstance(metrics.get(s), dict) for s in ("student", "baseline")):
             print(f"metrics: {METRICS}")
-            for system in ("student", "baseline"):
-                em, f1 = (metrics[system].get(k, 0.0) for k in ("exact_match", "token_f1"))
-                print(f"  {system:9s} exact match {em:.3f}  token F1 {f1:.3f}")
+            for system in ("zero_shot", "student", "teacher", "baseline"):
+                if isinstance(metrics.get(system), dict):
+                    em, f1 = (metrics[system].get(k, 0.0) for k in ("exact_match", "token_f1"))
+                    print(f"  {system:9s} exact match {em:.3f}  token F1 {f1:.3f}")
+            if isinstance(metrics.get("headline"), dict):
+                from dagster_project.evaluation.report import headline_line
+
+                print(headline_line(metrics["headline"]))
             if (root / REPORT).exists():
                 print(f"eval report: {(root / REPORT).resolve()}")
             return

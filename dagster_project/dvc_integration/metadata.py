@@ -153,6 +153,16 @@ def output_metadata(root: Path, outs: tuple[str, ...], preview: str | None = Non
     for k in sorted(numbers, key=lambda k: (k.count("."), k))[:MAX_NUMBERS]:
         v = numbers[k]
         meta[k] = dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(int(v))
+    for f in files:  # the evaluate stage's one line: zero-shot -> student / teacher (and the ratio)
+        if f.name == "metrics.json":
+            try:
+                headline = json.loads(f.read_text()).get("headline")
+            except (json.JSONDecodeError, OSError, AttributeError):
+                continue
+            if isinstance(headline, dict) and "metric" in headline:
+                from dagster_project.evaluation.report import headline_line
+
+                meta["headline"] = dg.MetadataValue.text(headline_line(headline))
     curves = _curves_markdown(root, files)
     if curves is not None:
         meta["curves"] = dg.MetadataValue.md(curves)

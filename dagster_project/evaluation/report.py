@@ -22,7 +22,33 @@ from dagster_project.evaluation.tasks import task_class
 
 
 def systems_of(metrics: Mapping[str, Any]) -> list[str]:
-    return [s for s in ("student", "baseline", "teacher") if s in metrics]
+    return [s for s in ("student", "baseline", "zero_shot", "teacher") if s in metrics]
+
+
+SYSTEMS3 = ("zero_shot", "student", "teacher")
+
+
+def three_numbers(metrics: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The line a distiller reads first: `key` of the base model zero-shot, of the distilled student and
+    of the teacher on the same items, and student / teacher (None where a system is missing)."""
+    value = {s: metrics[s].get(key) if isinstance(metrics.get(s), dict) else None for s in SYSTEMS3}
+    student, teacher = value["student"], value["teacher"]
+    ratio = round(student / teacher, 4) if student is not None and teacher else None
+    return {"metric": key, **value, "student_vs_teacher": ratio}
+
+
+def headline_line(headline: Mapping[str, Any]) -> str:
+    """'exact_match: zero-shot 0.000 -> student 0.940 / teacher 1.000 (student/teacher 0.94)'."""
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    ratio = headline.get("student_vs_teacher")
+    return (
+        f"{headline['metric']}: zero-shot {fmt(headline.get('zero_shot'))} -> "
+        f"student {fmt(headline.get('student'))} / teacher {fmt(headline.get('teacher'))} "
+        f"(student/teacher {'n/a' if ratio is None else f'{ratio:.2f}'})"
+    )
 
 
 def report_sections(
@@ -50,6 +76,18 @@ def report_sections(
                 f"the same "
                 f"items; {t['n_unanswered']} got no valid answer (scored as empty).",
             )
+        )
+    if "zero_shot_model" in metrics:
+        intro.append(
+            (
+                "p",
+                f"Zero-shot: the base model `{metrics['zero_shot_model']}` before fine-tuning, asked in the "
+                "student's format.",
+            )
+        )
+    if "headline" in metrics:
+        intro.insert(
+            0, ("p", f"Zero-shot -> distilled student / teacher, {headline_line(metrics['headline'])}")
         )
     header, headline_rows = task.headline_table(metrics, systems)
     sections: list[dict[str, Any]] = [

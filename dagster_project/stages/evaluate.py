@@ -24,7 +24,10 @@ trained in, rendered over the gold row's columns (checked before the model loads
 end-of-text or a newline. The baseline answers every item with the most frequent completion of the
 training split (its completion template over train.parquet: the `answer`, or e.g. the `label` column).
 With `evaluate.teacher_reference` the teacher answers the same items through the teacher engine (cached)
-with `evaluate.reference_prompt`.
+with `evaluate.reference_prompt`. With `evaluate.zero_shot` (default) the base model the student was
+fine-tuned from (`base_model` in its train_log.json) answers them too, in the same format, before any
+fine-tuning. metrics.json's `headline` puts the three on one line: zero-shot, student, teacher (the
+task's first headline figure) and the ratio student / teacher.
 """
 
 import json
@@ -36,7 +39,14 @@ from pydantic import Field, field_validator, model_validator
 
 from dagster_project.evaluation.diversity import diversity_figures, load_texts
 from dagster_project.evaluation.gold import load_gold, most_frequent_completion
-from dagster_project.evaluation.report import plot_files, render_report, systems_of, write_outputs
+from dagster_project.evaluation.report import (
+    headline_line,
+    plot_files,
+    render_report,
+    systems_of,
+    three_numbers,
+    write_outputs,
+)
 from dagster_project.evaluation.scoring import score_systems
 from dagster_project.evaluation.tasks import TASKS, FreeText, task_class
 from dagster_project.evaluation.teacher import teacher_answers, teacher_judge
@@ -67,6 +77,7 @@ class Params(StageParams):
     max_new_tokens: int = Field(default=12, gt=0)
     batch_size: int = Field(default=32, gt=0)
     teacher_reference: bool = False  # the teacher answers the test set too (through the engine, cached)
+    zero_shot: bool = True  # the student's base model (train.base_model) answers too, before fine-tuning
     teacher_model: str = "offline-teacher"  # the teacher for reference answers and the free_text judge
     reference_prompt: str = "prompts/reference_answer.yaml"  # checked when teacher_reference is on
     judge_prompt: str = "prompts/judge_success.yaml"  # checked when the task needs a judge
@@ -103,6 +114,7 @@ def main() -> None:
     """`python -m dagster_project.stages.evaluate --params params.yaml --student ... --data ... --out ...`."""
     # torch and transformers load here, not at import: params validation imports this module.
     from dagster_project.evaluation.generate import generate_answers, load_student
+    from dagster_project.student.threads import set_threads
 
     parser = stage_parser(__doc__.splitlines()[0], kind="evaluate")
     parser.add_argument("--student", required=True, help="checkpoint folder (from_pretrained-loadable)")
@@ -151,6 +163,7 @@ def main() -> None:
         div_labels = [str(v) for v in train[div.label_column].to_list()]
 
     # Answers: the student, the baseline and optionally the teacher
+    set_threads("evaluate")
     model, tokenizer = load_student(args.student)
     predictions = {
         "student": generate_answers(
@@ -158,6 +171,14 @@ def main() -> None:
         ),
         "baseline": [baseline_answer] * len(items),
     }
+    del model
+    base = _base_model(args.student) if params.zero_shot else None
+    if base is not None:  # the base model before fine-tuning, asked in the very same format
+        base_model, base_tokenizer = load_student(base)
+        predictions["zero_shot"] = generate_answers(
+            base_model, base_tokenizer, items, params.max_new_tokens, params.batch_size, prompt_format
+        )
+        del base_model
     teacher_info = None
     if params.teacher_reference:
         predictions["teacher"], teacher_info = teacher_answers(
@@ -175,6 +196,9 @@ def main() -> None:
     }
     if teacher_info:
         metrics["teacher_reference"] = teacher_info
+    if base is not None:
+        metrics["zero_shot_model"] = base
+    metrics["headline"] = three_numbers(metrics, task.headline_keys[0])
     reference_texts = load_texts(div.reference_texts) if div.reference_texts else None
     metrics["diversity"] = diversity_figures(
         texts, div.max_texts, div.embedding, div.embedding_model, reference_texts, params.seed, div_labels
@@ -188,6 +212,16 @@ def main() -> None:
         for s in systems_of(metrics)
     )
     print(f"evaluate: {metrics['n_test']} items ({task.name}); {heads}; wrote {args.out}")
+    print(f"evaluate: {headline_line(metrics['headline'])}")
+
+
+def _base_model(student: str) -> str | None:
+    """The base model the student was fine-tuned from (its train_log.json), None for a model trained
+    from config (whose untrained self answers nothing worth a number)."""
+    log_path = Path(student) / "train_log.json"
+    if not log_path.exists():
+        return None
+    return json.loads(log_path.read_text()).get("base_model") or None
 
 
 if __name__ == "__main__":

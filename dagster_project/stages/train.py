@@ -190,12 +190,14 @@ def train_student(
     from dagster_project.student.dataset import StudentDataset
     from dagster_project.student.fast_kernels import use_fused_kernels
     from dagster_project.student.model import apply_lora, build_student, compile_blocks, precision_flags
+    from dagster_project.student.threads import set_threads
     from dagster_project.student.trainer import Curves, LossLog, StudentTrainer, training_arguments
 
     prompt_format = PromptFormat.from_params(params.prompt_format)
     for rows, name in ((train_rows, "the training rows"), (val_rows, "the validation rows")):
         if rows:  # every placeholder is a column: fail before any work
             prompt_format.check_columns(rows[0].keys(), name)
+    threads = set_threads("train") if not torch.cuda.is_available() else torch.get_num_threads()
     set_seed(params.seed)
     root = Path(checkpoint_root or os.environ.get(CHECKPOINT_ROOT_ENV) or DEFAULT_CHECKPOINT_ROOT)
     run_dir = root / run_fingerprint(params, train_rows, val_rows, code=[Path(__file__)])
@@ -281,6 +283,7 @@ def train_student(
 
     steps_run = trainer.state.global_step - resume_step
     log = {
+        "base_model": params.base_model,  # the evaluate stage asks it zero-shot beside the student
         "n_train": len(train_ds),
         "n_val": len(val_ds),
         "n_truncated": sum(e["truncated"] for e in train_ds.examples),
@@ -300,6 +303,7 @@ def train_student(
         "tokens_per_second": round(trainer.tokens_seen * max(1, args.world_size) / train_seconds, 1),
         "steps_per_second": round(steps_run / train_seconds, 3),
         "device": str(trainer.args.device),
+        "cpu_threads": threads,
         "world_size": args.world_size,
         "bf16": flags["bf16"],
         "fp16": flags["fp16"],

@@ -117,10 +117,10 @@ class Curves(TrainerCallback):
 
 
 class _ProgressBar(ProgressCallback):
-    """The Trainer's progress bar (steps, elapsed, ETA) with the latest tokens/s and loss beside it."""
+    """The Trainer's progress bar (steps, elapsed, ETA) with the latest tokens/s and loss beside it; the
+    Trainer's own per-log dict lines are not printed (train_log.json and the dvclive curves keep them)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
-        super().on_log(args, state, control, logs=logs, **kwargs)
         if self.training_bar is not None and logs and "tokens_per_s" in logs:
             self.training_bar.set_postfix(
                 {"tokens/s": f"{logs['tokens_per_s']:,.0f}", "loss": f"{logs['loss']:.4g}"}, refresh=False
@@ -153,7 +153,7 @@ class StudentTrainer(Trainer):
             self.add_callback(_ProgressBar)
         # With `fused_lm_head` (the stage sets it for a single CPU process), training steps run the
         # model's decoder and then the output projection fused with the loss (fast_kernels.py), when
-        # the architecture allows it; evaluation always goes through the model's own logits.
+        # the architecture allows it; validation projects the completion positions only.
         self._lm_head = plain_lm_head(self.model) if fused_lm_head else None
         # Our loss is a mean per micro-batch, so the Trainer must divide it by the accumulation steps.
         # Left True (GPT-2's forward takes **kwargs), it would not, and N accumulated micro-batches would
@@ -193,9 +193,27 @@ class StudentTrainer(Trainer):
                 hidden.flatten(0, 1), head_weight, targets.flatten(), weights.flatten()
             )
             return (loss, None) if return_outputs else loss
+        if not model.training and self._lm_head is not None and not return_outputs:
+            # Validation loss: the completion tokens' logits only (a pretrained model's vocabulary makes
+            # the whole batch x length x vocabulary logits the largest tensor of the step).
+            decoder, head_weight = self._lm_head
+            hidden = decoder(**forward).last_hidden_state.flatten(0, 1)
+            targets, weights = completion_loss_weights(inputs["input_ids"], labels, prompt_mask, 0.0)
+            keep = weights.flatten().nonzero().squeeze(1)
+            logits = (hidden.index_select(0, keep) @ head_weight.T).float()
+            token_loss = torch.nn.functional.cross_entropy(logits, targets.flatten()[keep], reduction="none")
+            return (token_loss * weights.flatten()[keep]).sum()
         outputs = model(**forward)
         loss = self._loss_fn(outputs.logits, inputs["input_ids"], labels, prompt_mask, weight)
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):  # noqa: ANN001, ANN201
+        """The validation loss alone: the stage never reads evaluation logits (generation is the evaluate
+        stage's), so none are kept or gathered."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:

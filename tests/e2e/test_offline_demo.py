@@ -72,6 +72,8 @@ def test_all_five_artifacts_exist(demo):
         "assets/eval_report/breakdown.json",
         "assets/eval_report/report.md",
         "assets/eval_report/predictions.parquet",
+        "assets/base_model/config.json",
+        "assets/base_model/model.safetensors",
     ]:
         assert (root / rel).exists(), rel
 
@@ -95,6 +97,24 @@ def test_student_beats_the_trivial_baseline(demo):
     assert "baseline" in (root / "assets/eval_report/report.md").read_text().lower()
 
 
+def test_the_distilled_student_reaches_most_of_the_teacher(demo):
+    """The three numbers: the base model zero-shot, the distilled student, the teacher's reference
+    answers (a real measurement, not empty answers) -- in metrics.json's headline and report.html."""
+    root, _, _ = demo
+    metrics = json.loads((root / "assets/eval_report/metrics.json").read_text())
+    head = metrics["headline"]
+    print(json.dumps(head))
+    assert metrics["teacher_reference"]["n_unanswered"] == 0 and head["teacher"] > 0.5
+    assert head["zero_shot"] is not None and head["student"] > head["zero_shot"]
+    assert head["student_vs_teacher"] >= 0.8
+    line = f"student {head['student']:.3f} / teacher {head['teacher']:.3f}"
+    assert line in (root / "assets/eval_report/report.html").read_text()
+    from dagster_project.dvc_integration.metadata import output_metadata
+
+    meta = output_metadata(root, ("assets/eval_report/metrics.json",))
+    assert line in meta["headline"].value and meta["metrics/headline.student_vs_teacher"].value >= 0.8
+
+
 def test_the_demo_report_renders_in_a_browser(demo):
     """The pipeline's own report.html (not a fixture): every chart drawn, screenshot in test-artifacts."""
     root, _, _ = demo
@@ -104,7 +124,7 @@ def test_the_demo_report_renders_in_a_browser(demo):
     # headline bars, per-category bars, training loss (a QA task has no confusion matrix)
     assert len(seen["boxes"]) == 3, seen["boxes"]
     assert all(b is not None and b["width"] > 100 and b["height"] > 100 for b in seen["boxes"])
-    n_systems, n_categories = 2, len(breakdown["per_category"])
+    n_systems, n_categories = 4, len(breakdown["per_category"])  # student, baseline, zero-shot, teacher
     assert seen["bars"] == n_systems * 2 + n_systems * n_categories  # 2 headline metrics (EM, F1)
     for heading in ("Headline", "Per category", "10 best", "10 worst", "Training loss", "self-BLEU-5"):
         assert heading in seen["text"], heading
@@ -135,6 +155,30 @@ def test_dvc_plots_metrics_and_dagster_curves_read_the_outputs(demo):
     for curve in curves:
         assert f"`{curve}` |" in table, curve
     assert f"`{curves[0]}` | {train_points} |" in table
+
+
+def test_dvc_plots_page_renders_offline(demo):
+    """`dvc plots show` writes a page with Vega inline (the repo's .dvc/plots template), no CDN: every
+    declared plot is drawn in a browser that has no network."""
+    from helpers import CHROMIUM_ARGS, system_chromium
+    from playwright.sync_api import sync_playwright
+
+    root, _, _ = demo
+    dvc("plots", "show", "-o", "plots_page", cwd=root)
+    html = (root / "plots_page/index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
+    chromium = system_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("http*://**", lambda route: route.abort())  # offline
+            page.goto((root / "plots_page/index.html").as_uri(), wait_until="load")
+            page.wait_for_timeout(2000)
+            drawn = page.locator("canvas, svg.marks").count()
+        finally:
+            browser.close()
+    assert drawn == 8, drawn  # 4 report charts + 4 training curves
 
 
 def test_each_stage_reads_exactly_the_params_it_declares(demo):

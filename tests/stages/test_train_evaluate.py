@@ -107,12 +107,29 @@ def test_every_default_lives_in_the_params_model() -> None:
     assert (few.answer_swap.answer_column, few.answer_swap.context_column) == ("answer", "context")
     assert few.answer_swap.prob == 0.0  # augmentation for extractive QA: off unless a recipe asks for it
     root = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    # The root recipe fine-tunes SmolLM2-135M-Instruct (the base_model stage's folder); the model's
+    # defaults are the from-config student's
+    pretrained = {
+        "base_model": "assets/base_model",
+        "max_length": 256,
+        "epochs": 0.1,
+        "learning_rate": 0.0001,
+        "prompt_loss_weight": 0.0,
+        "prompt_format": {
+            "style": "chat",
+            "prompt": "Context: {context}\nQuestion: {question}",
+            "completion": "{answer}",
+        },
+    }
     assert train.Params.model_validate(root["train"]) == train.Params.model_validate(
-        {"answer_swap": {"prob": 0.8}}
+        {"answer_swap": {"prob": 0.8}} | pretrained
     )
     ev = evaluate.Params.model_validate({"gold_test": "g.jsonl"})
     assert ev.task == "qa" and ev.reference_column is None and ev.diversity.embedding == "auto"
-    assert ev == evaluate.Params.model_validate(root["evaluate"] | {"gold_test": "g.jsonl"})
+    assert ev.zero_shot and not ev.teacher_reference  # the root recipe turns the teacher reference on
+    assert ev.model_copy(update={"teacher_reference": True}) == evaluate.Params.model_validate(
+        root["evaluate"] | {"gold_test": "g.jsonl"}
+    )
 
 
 def test_a_section_of_a_few_keys_runs_the_stages(recipe: Path, monkeypatch: pytest.MonkeyPatch) -> None:

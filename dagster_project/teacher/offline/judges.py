@@ -1,7 +1,7 @@
 """Offline handlers for the evaluation prompts: reference answers and judges. Stand-ins, not LLMs.
 
-- `reference_answer`: answers a question by running the grounded-QA rules over the context and taking the
-  pair whose question shares the most words with the asked one (empty when nothing matches).
+- `reference_answer`: in `reference.py` (routes the question to the fact it asks for, then reads it off
+  the context with the grounded-QA rules).
 - `judge_success`: success when the answer's tokens overlap the reference's (token F1 >= 0.5), or, with no
   reference, when the answer is a non-empty span of the context. Its reason says which rule decided.
 - `judge_quality`: 5 when the answer is a verbatim span of the passage and the question ends with '?'
@@ -13,7 +13,6 @@ from collections import Counter
 from typing import Any
 
 from dagster_project.teacher.offline import handler
-from dagster_project.teacher.offline.grounded_qa import generate_pairs
 
 _TAG = {
     name: re.compile(rf"<{name}>\s*(.*?)\s*</{name}>", re.S)
@@ -56,17 +55,6 @@ def _f1(a: str, b: str) -> float:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
-
-
-@handler("reference_answer")
-def reference_answer(text: str, temperature: float, seed: int | None) -> dict[str, Any]:
-    context, question = _tag(text, "context"), _line(text, "question")
-    pairs = generate_pairs(context, 64, 0.0, seed)
-    asked = set(_tokens(question))
-    best = max(pairs, key=lambda p: len(asked & set(_tokens(p["question"]))), default=None)
-    if best is None or not asked & set(_tokens(best["question"])):
-        return {"answer": ""}
-    return {"answer": best["answer"]}
 
 
 @handler("judge_success")
