@@ -35,7 +35,8 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from dagster_project.evaluation.diversity import diversity_figures, load_texts
-from dagster_project.evaluation.gold import load_gold, most_frequent_completion
+from dagster_project.evaluation.gold import most_frequent_completion
+from dagster_project.evaluation.gold_schema import GoldError, check_gold_file, read_gold
 from dagster_project.evaluation.report import plot_files, render_report, systems_of, write_outputs
 from dagster_project.evaluation.scoring import score_systems
 from dagster_project.evaluation.tasks import TASKS, FreeText, task_class
@@ -90,6 +91,11 @@ class Params(StageParams):
 
     def check_files(self, root: Path, section: str) -> list[str]:
         problems = super().check_files(root, section)
+        gold = root / self.gold_test
+        if not problems and gold.is_file():  # its schema for the task, before any stage runs
+            problems += [
+                f"{section}.gold_test: {p}" for p in check_gold_file(gold, self.task, self.reference_column)
+            ]
         if self.teacher_reference:
             key = f"{section}.reference_prompt"
             problems += _check_file(FileRef("prompt"), self.reference_prompt, root, key, self)
@@ -112,9 +118,10 @@ def main() -> None:
     params = load_stage_params(args.params, args.section, Params)
 
     # The gold items, asked in the student's format over their columns (checked before the model loads)
-    gold_rows = load_gold(params.gold_test)
-    if not gold_rows:
-        raise SystemExit(f"error: {params.gold_test} has no rows.")
+    try:
+        gold_rows = read_gold(params.gold_test, params.task, params.reference_column)
+    except GoldError as exc:
+        raise SystemExit(f"error: {args.section}.gold_test: {exc}") from None
     task = task_class(params.task)(
         params.labels,
         reference_column=params.reference_column,

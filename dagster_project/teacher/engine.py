@@ -202,6 +202,7 @@ class Counters:
     retry_reasons: Counter = field(default_factory=Counter)  # "http 429", "timeout", ...
     rate_limited: int = 0  # 429 answers
     paused_s: float = 0.0  # time every sender was paused by a 429's Retry-After
+    throttle_cuts: int = 0  # rate cuts of the adaptive 429 limiter
     max_in_flight: int = 0
     stopped_by_budget: bool = False
     batched: int = 0  # answers that came through the Batch API
@@ -245,6 +246,7 @@ class Counters:
             "cost_usd": self.cost_usd,
             "rate_limited": self.rate_limited,
             "paused_s": round(self.paused_s, 3),
+            "throttle_cuts": self.throttle_cuts,
             "max_in_flight": self.max_in_flight,
             "stopped_by_budget": self.stopped_by_budget,
             "batched": self.batched,
@@ -522,7 +524,8 @@ class TeacherEngine:
         self._tpm = RateBucket(lim.tpm, burst_s=0) if lim.tpm else None
         self._tpm_in = RateBucket(lim.tpm_in, burst_s=0) if lim.tpm_in else None
         self._tpm_out = RateBucket(lim.tpm_out, burst_s=0) if lim.tpm_out else None
-        self.adaptive = AdaptiveLimit()
+        self.adaptive = AdaptiveLimit(enabled=lim.adaptive)
+        self._latency_s: float | None = None  # moving average of answered calls' latency (backoff scale)
         self._in_flight = 0
         self._reserved_usd = 0.0  # worst-case cost of the calls in flight
         self._warned_no_retry_after = False
@@ -714,6 +717,7 @@ class TeacherEngine:
             if backend is not None:
                 await backend.close()
             self.counters.paused_s = self.gate.paused_s
+            self.counters.throttle_cuts = self.adaptive.cuts
             self.counters.wall_s += time.perf_counter() - start
         if any(r is None for r in results):
             c = self.counters
@@ -816,25 +820,40 @@ class TeacherEngine:
             self._tpm_out.refund(est_out - used_out)
 
     def _on_retryable(self, exc: _RetryableError, retry: int) -> float:
-        """Count a transient failure; returns this sender's delay (a 429 also pauses every sender)."""
+        """Count a transient failure; returns this sender's delay before its retry.
+
+        Backoff is full jitter over ``base x 2**retry`` (at most `backoff_max_s`), where the base is
+        `backoff_base_s` or, when shorter, a quarter of the endpoint's own latency (a moving average of
+        answered calls): a retry waits on the scale of what a call takes, so a job's tail is set by the
+        endpoint, not by the backoff; repeated failures still double it. A server's Retry-After is a floor.
+        The first 429 also pauses every sender for its Retry-After (a burst of senders hitting an
+        unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which
+        paces senders from then on (`limits.AdaptiveLimit`).
+        """
         self.counters.retries += 1
         self.counters.retry_reasons[str(exc)] += 1
-        backoff = min(self.backoff_max_s, self.backoff_base_s * 2**retry)
+        base = self.backoff_base_s
+        if self._latency_s is not None:
+            base = min(base, self._latency_s / 4)
+        backoff = min(self.backoff_max_s, base * 2**retry)
+        delay = max(exc.retry_after or 0.0, random.uniform(0, backoff))
         if exc.status == 429:
+            # The server said when: exactly then (a 429 is about the rate, not an error of this request).
+            delay = exc.retry_after if exc.retry_after is not None else delay
             self.counters.rate_limited += 1
-            self.adaptive.rate_limited()
             if exc.retry_after is None and not self._warned_no_retry_after:
                 self._warned_no_retry_after = True
                 log.warning(
-                    "teacher endpoint answered 429 without Retry-After: pausing all requests with "
-                    "exponential backoff; set DISTILL_TEACHER_RPM / DISTILL_TEACHER_TPM to stay under "
-                    "its limit"
+                    "teacher endpoint answered 429 without Retry-After: retrying with exponential backoff; "
+                    "set DISTILL_TEACHER_RPM / DISTILL_TEACHER_TPM to stay under its limit"
                 )
-            pause = exc.retry_after if exc.retry_after is not None else random.uniform(backoff / 2, backoff)
-            self.gate.pause(pause)
-            return 0.0  # the gate holds this sender too
-        # Full jitter spreads a burst of failures; a server's Retry-After is a floor.
-        return max(exc.retry_after or 0.0, random.uniform(0, backoff))
+            if self.adaptive.rate_limited():
+                pause = (
+                    exc.retry_after if exc.retry_after is not None else random.uniform(backoff / 2, backoff)
+                )
+                self.gate.pause(pause)
+                return 0.0  # the gate holds this sender too
+        return delay
 
     async def _call(self, backend: _Backend, payload: dict[str, Any]) -> dict[str, Any]:
         """One sample from the endpoint, retrying transient failures with backoff."""
@@ -843,8 +862,10 @@ class TeacherEngine:
         for retry in range(self.max_retries + 1):
             worst = await self._admit(payload, est_in, est_out)
             self.counters.calls += 1
+            self.adaptive.sent()
             self._in_flight += 1
             self.counters.max_in_flight = max(self.counters.max_in_flight, self._in_flight)
+            sent = time.monotonic()
             try:
                 response = await backend.chat(payload, self.timeout_s)
             except _StatusReject:
@@ -864,6 +885,8 @@ class TeacherEngine:
                 self._in_flight -= 1
                 self._reserved_usd -= worst
             self._last_heard = time.monotonic()
+            took = self._last_heard - sent
+            self._latency_s = took if self._latency_s is None else 0.9 * self._latency_s + 0.1 * took
             usage = response.get("usage") or {}
             used_in, used_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             self._settle(est_in, est_out, used_in, used_out)
