@@ -56,6 +56,9 @@ class Source(StageParams):
             ]
         return []
 
+    def input_files(self, section: str) -> list[tuple[str, str]]:
+        return [] if self.format == "hf_dataset" else [(f"{section}.path", self.path)]
+
 
 class BandParams(StageParams):
     """Keep only hits whose cosine similarity to their query lies in [min, max] (SynthesizRR: 0.4-0.9)."""
