@@ -383,9 +383,48 @@ def validate_recipe(
                     f"{params_file}: {name}: no stage reads this section.{hint} Sections the stages read: "
                     f"{', '.join(sorted(u.section for u in file_uses))}."
                 )
+    if not errors:
+        roots = {u.section: (recipe_dir / u.params_file).parent for u in uses}
+        errors += cross_checks(validated, {u.section: u.kind for u in uses}, roots)
     if errors:
         raise ParamsError("\n".join(dict.fromkeys(errors)))
     return validated
+
+
+def cross_checks(
+    validated: Mapping[str, StageParams], kinds: Mapping[str, str], roots: Mapping[str, Path]
+) -> list[str]:
+    """Checks across sections: the gold rows of each evaluate section hold the columns the student's
+    prompt format names (when the recipe trains one student, `train.prompt_format`), so a gold row without
+    e.g. `context` fails here, not after synthesis and training."""
+    trains = [s for s, k in kinds.items() if k == "train" and s in validated]
+    evals = [s for s, k in kinds.items() if k == "evaluate" and s in validated]
+    if len(trains) != 1 or not evals:
+        return []
+    from dagster_project.evaluation.gold_schema import GoldError, read_gold
+    from dagster_project.evaluation.tasks import task_class
+    from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
+
+    train = validated[trains[0]]
+    fmt = PromptFormat.from_params(train.prompt_format)  # type: ignore[attr-defined]
+    problems = []
+    for section in evals:
+        ev: Any = validated[section]
+        path = roots[section] / ev.gold_test
+        try:
+            rows = read_gold(path, ev.task, ev.reference_column)
+            task = task_class(ev.task)(
+                ev.labels,
+                reference_column=ev.reference_column,
+                id_column=ev.id_column,
+                category_column=ev.category_column,
+            )
+            items = task.items(rows)
+            columns = [c for c in items[0] if all(c in it for it in items)] if items else []
+            fmt.check_columns(columns, f"the gold set {ev.gold_test}", templates=("prompt",))
+        except (GoldError, ValueError, PromptFormatError) as exc:
+            problems.append(f"{section}.gold_test: {exc} (the student is asked in {trains[0]}.prompt_format)")
+    return problems
 
 
 def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> dict[str, StageParams]:

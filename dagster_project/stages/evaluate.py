@@ -99,10 +99,33 @@ class Params(StageParams):
         if self.teacher_reference:
             key = f"{section}.reference_prompt"
             problems += _check_file(FileRef("prompt"), self.reference_prompt, root, key, self)
+            problems += _check_variables(root / self.reference_prompt, key, REFERENCE_VARIABLES)
         if issubclass(TASKS[self.task], FreeText):
             key = f"{section}.judge_prompt"
             problems += _check_file(FileRef("prompt"), self.judge_prompt, root, key, self)
+            problems += _check_variables(root / self.judge_prompt, key, JUDGE_VARIABLES)
         return problems
+
+
+# What evaluate renders its teacher prompts with (`evaluation.teacher`).
+REFERENCE_VARIABLES = ("context", "question")
+JUDGE_VARIABLES = ("context", "question", "answer", "reference")
+
+
+def _check_variables(path: Path, key: str, provided: tuple[str, ...]) -> list[str]:
+    """A prompt that uses a variable evaluate does not provide fails here, not after training."""
+    from dagster_project.teacher.prompts import PromptError, load_prompt
+
+    try:
+        unknown = sorted(load_prompt(path).variables - set(provided))
+    except PromptError:
+        return []  # reported by the file check
+    if not unknown:
+        return []
+    return [
+        f"{key}: prompt '{path.name}' uses variable(s) {', '.join(repr(u) for u in unknown)}, but evaluate "
+        f"renders it with {', '.join(provided)} only; use those names in the prompt."
+    ]
 
 
 def main() -> None:
