@@ -28,7 +28,7 @@ from typing import Any
 
 from dagster_project.evaluation.charts import confusion_svg, markdown_table, svg_data_uri
 from dagster_project.metrics.agreement import judge_vs_majority, swap_consistency
-from dagster_project.stages.common import write_json
+from dagster_project.stages.common import run_main, write_json
 
 __all__ = ["calibrate", "load_judge", "load_ratings", "render_markdown"]
 
@@ -201,4 +201,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

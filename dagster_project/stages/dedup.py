@@ -50,7 +50,13 @@ from tqdm import tqdm
 from dagster_project.curation import clusters, decontaminate, diversity, filters, minhash, normalize
 from dagster_project.evaluation.gold_schema import GoldError, eval_rows
 from dagster_project.params_schema import FileRef, StageParams, _check_file
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 
 Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
 Scorer = Literal["ratio", "token_sort_ratio", "token_set_ratio"]
@@ -511,4 +517,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -42,7 +42,7 @@ from dagster_project.evaluation.scoring import score_systems
 from dagster_project.evaluation.tasks import TASKS, FreeText, task_class
 from dagster_project.evaluation.teacher import teacher_answers, teacher_judge
 from dagster_project.params_schema import DataFile, FileRef, StageParams, _check_file
-from dagster_project.stages.common import load_stage_params, stage_parser
+from dagster_project.stages.common import load_stage_params, run_main, stage_parser
 from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
 
 
@@ -221,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

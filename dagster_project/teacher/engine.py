@@ -51,7 +51,7 @@ import openai
 from tqdm.auto import tqdm
 
 from dagster_project.teacher.cache import ResponseCache, canonical_json, key_of, request_key
-from dagster_project.teacher.http1 import Http1Client
+from dagster_project.teacher.http1 import ConnectTimeout, Http1Client
 from dagster_project.teacher.limits import (
     AdaptiveLimit,
     EngineLimits,
@@ -407,13 +407,15 @@ class _Http1Backend:
     """The chat-completions wire protocol over `http1.Http1Client` (the default transport): the same
     requests, auth and error mapping as `_HttpBackend`, at a fraction of aiohttp's CPU per request."""
 
-    def __init__(self, base_url: str, env: Mapping[str, str]):
-        self.client = Http1Client(base_url, _auth_headers(env))
+    def __init__(self, base_url: str, env: Mapping[str, str], connect_timeout_s: float = 10.0):
+        self.client = Http1Client(base_url, _auth_headers(env), connect_timeout_s)
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         body = json.dumps(request_body(payload)).encode()
         try:
             response = await self.client.post("/chat/completions", body, timeout_s)
+        except ConnectTimeout:
+            raise _RetryableError("connect timeout") from None
         except TimeoutError:
             raise _RetryableError("timeout") from None
         except (OSError, ssl.SSLError) as exc:  # ConnectionError and ProtocolError included
@@ -431,8 +433,11 @@ class _HttpBackend:
     (measured: ~3,500 vs ~550 requests per CPU-second); `_Http1Backend` needs a fifth of this one's.
     """
 
-    def __init__(self, base_url: str, env: Mapping[str, str], concurrency: int):
+    def __init__(
+        self, base_url: str, env: Mapping[str, str], concurrency: int, connect_timeout_s: float = 10.0
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.connect_timeout_s = connect_timeout_s
         self.headers = {**_auth_headers(env), "Content-Type": "application/json"}
         self.concurrency = concurrency
         self.session: aiohttp.ClientSession | None = None
@@ -444,7 +449,9 @@ class _HttpBackend:
         body = request_body(payload)
         try:
             async with self.session.post(
-                self.url, data=json.dumps(body).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)
+                self.url,
+                data=json.dumps(body).encode(),
+                timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=self.connect_timeout_s),
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers
@@ -458,6 +465,22 @@ class _HttpBackend:
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+class _LazyBackend:
+    """A backend made on its first call (so a run whose every answer is cached needs no endpoint)."""
+
+    def __init__(self, make: Any):
+        self._make, self._backend = make, None
+
+    async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        if self._backend is None:
+            self._backend = self._make()
+        return await self._backend.chat(payload, timeout_s)
+
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
 
 
 def endpoint_from_env(env: Mapping[str, str]) -> str | None:
@@ -551,13 +574,13 @@ class TeacherEngine:
             if transport == "openai-sdk":
                 return _OpenAIBackend(self.base_url, self._env.get("OPENAI_API_KEY"), self.timeout_s)
             if transport == "aiohttp":
-                return _HttpBackend(self.base_url, self._env, self.concurrency)
+                return _HttpBackend(self.base_url, self._env, self.concurrency, self.limits.connect_timeout_s)
             if transport != "http":
                 raise TeacherConfigError(
                     f"DISTILL_TEACHER_TRANSPORT={transport!r}: allowed values are http, aiohttp, openai-sdk"
                 )
             try:
-                return _Http1Backend(self.base_url, self._env)
+                return _Http1Backend(self.base_url, self._env, self.limits.connect_timeout_s)
             except ValueError as exc:
                 raise TeacherConfigError(f"DISTILL_TEACHER_BASE_URL: {exc}") from None
         others = models - {OFFLINE_MODEL}
@@ -657,7 +680,8 @@ class TeacherEngine:
         start = time.perf_counter()
         self._last_heard = time.monotonic()
         models = {r.model for r in requests}
-        backend = self._backend(models) if requests else None
+        # Made on the first cache miss: a run answered from the cache (replay) needs no endpoint.
+        backend = _LazyBackend(lambda: self._backend(models)) if requests else None
         self._check_models_priced(models)
         bar = tqdm(
             total=len(requests), unit="req", desc="teacher", disable=not self.progress, mininterval=0.5
@@ -752,7 +776,7 @@ class TeacherEngine:
                     silent_s = time.monotonic() - self._last_heard
                     if exc.status is None and silent_s > self.unreachable_after_s:
                         raise TeacherUnreachableError(
-                            f"the teacher endpoint ({self.backend_kind}) has not answered for "
+                            f"the teacher endpoint {self.base_url} has not answered for "
                             f"{silent_s:.0f} s (last error: {exc}, after {self.max_retries} retries); "
                             "stopped instead of retrying every remaining request"
                         ) from None
