@@ -851,8 +851,8 @@ class TeacherEngine:
         answered calls): a retry waits on the scale of what a call takes, so a job's tail is set by the
         endpoint, not by the backoff; repeated failures still double it. A server's Retry-After is a floor.
         The first 429 also pauses every sender for its Retry-After (a burst of senders hitting an
-        unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which
-        paces senders from then on (`limits.AdaptiveLimit`).
+        unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which paces
+        senders from then on (`limits.AdaptiveLimit`); later 429s delay their own sender.
         """
         self.counters.retries += 1
         self.counters.retry_reasons[str(exc)] += 1
@@ -914,7 +914,7 @@ class TeacherEngine:
             usage = response.get("usage") or {}
             used_in, used_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             self._settle(est_in, est_out, used_in, used_out)
-            self.adaptive.success()
+            self.adaptive.success(took)
             self.counters.add_usage(payload["model"], used_in, used_out, self.prices)
             return {
                 "content": response.get("content"),

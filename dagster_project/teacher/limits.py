@@ -104,15 +104,18 @@ class PauseGate:
 class AdaptiveLimit:
     """Learns an endpoint's request rate from its 429s when no (or too high an) RPM is configured (AIMD).
 
-    Off until the first 429, which sets `rate` to ``decrease`` x the rate requests were being sent at.
-    From then on senders are paced at `rate`, which is
+    Off until the first 429. On a 429 the rate (at first: the rate requests were being sent at) is cut
+    by the share of 429s among the answers of the last `window_s` (by at most ``decrease``), and never
+    below the *floor*: the success rate observed over that window (what the endpoint just served cannot
+    be what it asks to slow down from). At most one cut per cooldown: the endpoint's latency (as TCP
+    cuts once per round trip), between `min_cooldown_s` and `max_cooldown_s`.
 
-    - cut to ``decrease`` x itself on a 429 (at most once per `cooldown_s`), but never below the
-      *floor*: the success rate observed over the last `window_s` (what the endpoint just served
-      cannot be what it asks to slow down from). Against a real limit L the floor is L, so a cut lands
-      on it; against a steady share of 429s that do not depend on the rate the floor keeps the rate
-      where the answers come, instead of cutting it toward zero;
-    - raised by ``increase`` x itself per success, to at most twice the floor (probing for more);
+    Against a real limit L the 429 share is the excess over L, so a cut lands near L and the floor holds
+    it there. Against a steady share of 429s that do not depend on the rate, a cut costs that share and
+    the floor keeps the rate where the answers come, instead of cutting it toward zero (a fixed 30% per
+    429 and 1% back per success did: 20 -> 0.5 req/s under 10% 429s). Between cuts the rate is
+
+    - raised by ``increase`` x itself per success, to at most `probe` x the floor (probing for more);
     - never below the floor when a sender reserves (a floor that rose lifts the pace at once).
 
     Pacing is a token bucket holding `burst_s` seconds of requests, so the bursts of a closed loop of
@@ -124,67 +127,79 @@ class AdaptiveLimit:
 
     def __init__(
         self,
-        cooldown_s: float = 0.5,
-        decrease: float = 0.7,
+        decrease: float = 0.5,
         increase: float = 0.03,
         window_s: float = 1.0,
-        burst_s: float = 0.5,
+        burst_s: float = 0.25,
+        probe: float = 2.0,
+        min_cooldown_s: float = 0.05,
+        max_cooldown_s: float = 0.5,
         enabled: bool = True,
     ):
-        self.enabled, self.burst_s = enabled, burst_s
+        self.enabled = enabled
+        self.decrease, self.increase, self.probe = decrease, increase, probe
+        self.window_s, self.burst_s = window_s, burst_s
+        self.min_cooldown_s, self.max_cooldown_s = min_cooldown_s, max_cooldown_s
+        self.min_span_s = 0.25  # a rate is never measured over less (a few answers in an instant are none)
         self.rate: float | None = None  # requests per second; None until the first 429
-        self.cooldown_s, self.decrease, self.increase, self.window_s = (
-            cooldown_s,
-            decrease,
-            increase,
-            window_s,
-        )
-        self.cuts = 0  # rate cuts made (the figure stats.json reports)
+        self.cuts = 0  # rate cuts made (stats.json: throttle_cuts)
+        self.latency_s: float | None = None  # moving average of answered calls
         self._last_cut = float("-inf")
         self._bucket: RateBucket | None = None
         self._first_send: float | None = None
         self._successes: deque[float] = deque()
+        self._limited: deque[float] = deque()
         self._sends: deque[float] = deque()
 
-    def _per_s(self, times: deque[float], now: float) -> float:
-        """Events per second in `times` over the last `window_s` (over the time since the first send
-        when that is shorter)."""
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        if self._first_send is None:
-            return 0.0
-        return len(times) / min(self.window_s, max(now - self._first_send, 0.05))
+    def _trim(self, now: float) -> None:
+        for times in (self._successes, self._limited, self._sends):
+            while times and now - times[0] > self.window_s:
+                times.popleft()
+
+    def _span(self, now: float) -> float:
+        since = now - self._first_send if self._first_send is not None else 0.0
+        return min(self.window_s, max(since, self.min_span_s))
 
     def floor(self, now: float | None = None) -> float:
-        """Successes per second over the last `window_s`: the rate the endpoint is demonstrably serving."""
-        return self._per_s(self._successes, time.monotonic() if now is None else now)
+        """Successes per second over the last `window_s`: the rate the endpoint is demonstrably serving
+        (over the whole window, also in the first second: it may understate then, never overstate)."""
+        self._trim(time.monotonic() if now is None else now)
+        return len(self._successes) / self.window_s
 
     def sent(self) -> None:
-        """Record a request sent (the rate a 429 answers is the sending rate)."""
+        """Record a request sent (the first cut starts from the sending rate)."""
         now = time.monotonic()
         if self._first_send is None:
             self._first_send = now
         self._sends.append(now)
 
-    def success(self) -> None:
-        """Record an answered call."""
+    def success(self, latency_s: float | None = None) -> None:
+        """Record an answered call (and how long it took)."""
         now = time.monotonic()
         self._successes.append(now)
+        if latency_s is not None:
+            self.latency_s = latency_s if self.latency_s is None else 0.9 * self.latency_s + 0.1 * latency_s
         if self.rate is not None:
-            cap = 2.0 * max(1.0, self.floor(now))
+            # The probe cap counts the successes over the time observed so far (in the first second
+            # that is more than the floor, which never overstates): probing may overshoot, a cut may not.
+            cap = self.probe * max(1.0, len(self._successes) / self._span(now))
             self.rate = max(self.rate, min(self.rate * (1.0 + self.increase), cap))
 
     def rate_limited(self) -> bool:
-        """Record a 429; True when it engaged the limiter (the first 429: the caller pauses every sender)."""
-        if not self.enabled:
-            return False
+        """Record a 429; True when it engaged the limiter (the first 429): the caller then pauses every
+        sender for the Retry-After, so the first wave of 429s does not retry together (after that, the
+        pacing spaces the retries)."""
         now = time.monotonic()
-        if now - self._last_cut < self.cooldown_s:
+        self._limited.append(now)
+        cooldown = min(self.max_cooldown_s, max(self.min_cooldown_s, self.latency_s or 0.0))
+        if not self.enabled or now - self._last_cut < cooldown:
             return False
         self._last_cut = now
+        self._trim(now)
+        share = len(self._limited) / (len(self._limited) + len(self._successes))
         first = self.rate is None
-        current = self._per_s(self._sends, now) if first else self.rate
-        self.rate = max(1.0, self.floor(now), current * self.decrease)
+        current = len(self._sends) / self._span(now) if first else self.rate
+        self.rate = max(1.0, self.floor(now), current * max(self.decrease, 1.0 - share))
         self.cuts += 1
         return first
 

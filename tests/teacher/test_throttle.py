@@ -1,13 +1,19 @@
 """The adaptive 429 limiter against a steady share of faults: it must not collapse the throughput.
 
-1,000 requests against the local fault-injecting server (200 ms latency), once fault-free and once with
-10% 429s (Retry-After 50 ms) + 5% 500s, at 4 and at 256 in flight, with the engine's default backoff and
-limiter: the faulty run finishes within 1.5x the fault-free one, and every count matches the server's.
+1,000 requests against the local fault-injecting server (its own process, 200 ms latency), once
+fault-free and once with 10% 429s (Retry-After 50 ms, answered before the latency, as a gateway refuses)
++ 5% 500s (after the latency), at 4 and at 256 in flight, with the engine's default backoff and limiter:
+the faulty run finishes within 1.5x the fault-free one, and every count matches the server's.
 """
 
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from contextlib import contextmanager
 
 import pytest
 from test_engine import requests
@@ -15,20 +21,48 @@ from test_engine import requests
 from dagster_project.teacher.cache import ResponseCache
 from dagster_project.teacher.engine import TeacherEngine
 from dagster_project.teacher.limits import AdaptiveLimit, EngineLimits
-from dagster_project.teacher.server import serve_in_thread
 
 N, LATENCY_MS = 1000, 200
 FAULTS = {"rate_429": 0.10, "rate_500": 0.05, "retry_after_s": 0.05, "fast_429": True}
 
 
-def _run(cache_dir, concurrency: int, out: dict, key: str, **faults) -> None:
-    from conftest import FakeTeacher
+@contextmanager
+def server_process(**faults):
+    """The fault-injecting server in its own process (canned answers), so at 256 in flight the client
+    and the server do not share one interpreter's lock; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [sys.executable, "-m", "dagster_project.teacher.server", "--port", str(port), "--canned"]
+    args += ["--latency-ms", str(LATENCY_MS)]
+    for name, value in faults.items():
+        args += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the teacher server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
-    with serve_in_thread(teacher=FakeTeacher(), latency_ms=LATENCY_MS, **faults) as url:
-        env = {"DISTILL_TEACHER_BASE_URL": url}
+
+def _stats(url: str) -> dict:
+    return json.loads(urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=5).read())
+
+
+def _run(cache_dir, concurrency: int, out: dict, key: str, **faults) -> None:
+    with server_process(**faults) as url:
         eng = TeacherEngine(
             cache=ResponseCache(cache_dir),
-            env=env,
+            env={"DISTILL_TEACHER_BASE_URL": url},
             limits=EngineLimits(concurrency=concurrency),
             progress=False,
             max_retries=10,
@@ -37,25 +71,31 @@ def _run(cache_dir, concurrency: int, out: dict, key: str, **faults) -> None:
         start = time.perf_counter()
         results = eng.run(reqs)
         out[key] = {"wall_s": time.perf_counter() - start, "results": results, "engine": eng}
-        out[key]["served"] = dict(url.stats)
+        out[key]["served"] = _stats(url)
 
 
 @pytest.mark.parametrize("concurrency", [4, 256])
 def test_a_steady_share_of_429s_does_not_collapse_throughput(tmp_path, concurrency):
     out: dict = {}
-    runs = [
-        threading.Thread(target=_run, args=(tmp_path / "clean", concurrency, out, "clean")),
-        threading.Thread(target=_run, args=(tmp_path / "faulty", concurrency, out, "faulty"), kwargs=FAULTS),
-    ]
     if concurrency <= 16:  # I/O-bound: both at once (halves the test's time, no CPU contention)
+        runs = [
+            threading.Thread(target=_run, args=(tmp_path / "clean", concurrency, out, "clean")),
+            threading.Thread(
+                target=_run, args=(tmp_path / "faulty", concurrency, out, "faulty"), kwargs=FAULTS
+            ),
+        ]
         for t in runs:
             t.start()
         for t in runs:
             t.join()
-    else:  # CPU matters at 256 in flight: one after the other
-        for t in runs:
-            t.start()
-            t.join()
+    else:  # CPU-bound at 256 in flight (a ~1.5 s job): one after the other, the better of two of each,
+        # alternated, so a moment of a busy host does not decide the ratio
+        tries: dict = {"clean": [], "faulty": []}
+        for i in range(2):
+            for key, faults in (("clean", {}), ("faulty", FAULTS)):
+                _run(tmp_path / f"{key}{i}", concurrency, out, key, **faults)
+                tries[key].append(out[key])
+        out = {key: min(runs, key=lambda r: r["wall_s"]) for key, runs in tries.items()}
     clean, faulty = out["clean"], out["faulty"]
     assert all(r.ok for r in clean["results"]) and all(r.ok for r in faulty["results"])
     c, served = faulty["engine"].counters, faulty["served"]
@@ -80,11 +120,11 @@ def test_a_steady_share_of_429s_does_not_collapse_throughput(tmp_path, concurren
 
 def test_limiter_settles_on_a_real_limit_and_holds_a_floor():
     """A cut never goes below the success rate just observed; with no 429 it only rises (to 2x that)."""
-    lim = AdaptiveLimit(cooldown_s=0.0)
+    lim = AdaptiveLimit(min_cooldown_s=0.0)
     for _ in range(50):
         lim.success()
     floor = lim.floor()
-    assert lim.rate_limited() is True and lim.rate == pytest.approx(floor, rel=0.2)
+    assert lim.rate_limited() is True and lim.rate >= floor
     for _ in range(20):
         lim.rate_limited()
     assert lim.rate >= 0.8 * floor  # 20 cuts of 30% would be 0.08%: the floor holds
