@@ -160,13 +160,19 @@ def handled_exit_code(exc: BaseException) -> int | None:
     return None
 
 
+def debugging() -> bool:
+    """True under `--debug` or DISTILL_DEBUG=1: handled errors show their full traceback."""
+    return "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
+
 def run_main(main: Any) -> None:
     """Run a stage's `main()`: a handled error prints `error: <message>` (what is wrong and the fix) and
-    exits with its status; `--debug` or DISTILL_DEBUG=1 shows the full traceback instead."""
-    debug = os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+    exits with its status; `--debug` or DISTILL_DEBUG=1 shows the full traceback instead (a stage that
+    handles an error itself checks `debugging()`)."""
+    debug = debugging()
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
-        debug = True
+        os.environ[DEBUG_ENV] = "1"  # the stage's own handlers see it too
     try:
         main()
     except Exception as exc:

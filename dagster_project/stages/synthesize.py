@@ -43,6 +43,7 @@ from pydantic import Field
 from dagster_project.params_schema import DataFile, PromptFile, StageParams
 from dagster_project.stages.common import (
     atomic_output_dir,
+    debugging,
     load_stage_params,
     run_main,
     stage_parser,
@@ -253,12 +254,18 @@ def main(argv: list[str] | None = None) -> None:
         try:
             result = map_prompt(engine, prompt, requests, carry=params.carry)
         except BudgetExceededError as exc:
+            if debugging():
+                raise
             print(f"{args.section}: {exc}", file=sys.stderr)
             raise SystemExit(3) from None
         except TeacherConfigError as exc:
+            if debugging():
+                raise
             print(f"{args.section}: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         except TeacherUnreachableError as exc:
+            if debugging():
+                raise
             print(
                 f"{args.section}: error: {exc}. Nothing written; every answer received is cached - check "
                 "the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
