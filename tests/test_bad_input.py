@@ -52,6 +52,12 @@ def _check(repo: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _report(proc: subprocess.CompletedProcess) -> None:
+    """One row of the battery's table (shown with `pytest -s`): case, exit status, first error line."""
+    case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+    print(f"\nBATTERY | {case} | {proc.returncode} | {_first_error(proc) or '(ok)'}")
+
+
 def _first_error(proc: subprocess.CompletedProcess) -> str:
     return next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip())
 
@@ -97,6 +103,7 @@ def test_squad_answers_list_is_accepted_and_never_scored_against_nothing(repo):
     squad = {**ROW, "answers": {"text": ["the Silver River", "Silver River"], "answer_start": [15, 19]}}
     with _Edit(repo, {GOLD: _gold([squad])}):
         proc = _check(repo)
+        _report(proc)
         rows = read_gold(repo / GOLD, "qa")
     assert proc.returncode == 0, proc.stderr
     assert rows[0]["answer"] == ["the Silver River", "Silver River"]
@@ -125,6 +132,7 @@ def test_squad_answers_list_is_accepted_and_never_scored_against_nothing(repo):
 def test_bad_gold_file_fails_before_any_work(repo, rows, names):
     with _Edit(repo, {GOLD: _gold(rows)}):
         proc = _check(repo)
+        _report(proc)
     assert proc.returncode == 2, proc.stderr
     first = _first_error(proc)
     assert "evaluate.gold_test" in proc.stderr and "Traceback" not in proc.stderr
@@ -156,6 +164,7 @@ def test_reference_prompt_with_a_variable_evaluate_does_not_provide(repo):
     edits = {"prompts/reference_answer.yaml": prompt, "params.yaml": _params(repo, teacher_reference=True)}
     with _Edit(repo, edits):
         proc = _check(repo)
+        _report(proc)
     assert proc.returncode == 2
     assert "evaluate.reference_prompt" in proc.stderr and "'query'" in proc.stderr
     assert "context, question only" in proc.stderr
@@ -170,6 +179,7 @@ def test_a_source_not_among_the_stage_deps(repo):
     edits = {"params.yaml": yaml.safe_dump(params, sort_keys=False), "data/extra.jsonl": '{"text": "x"}\n'}
     with _Edit(repo, edits):
         proc = _check(repo)
+        _report(proc)
     assert proc.returncode == 2
     assert "retrieve.sources.1.path" in proc.stderr
     assert "add `- data/extra.jsonl` to the deps of stage 'retrieve'" in proc.stderr
@@ -183,6 +193,7 @@ def test_params_typo_names_the_key_and_the_closest(repo):
     )
     with _Edit(repo, {"params.yaml": text}):
         proc = _check(repo)
+        _report(proc)
     assert (
         proc.returncode == 2
         and "dedup.near_treshold: unknown key. did you mean 'near_threshold'" in proc.stderr
@@ -233,6 +244,7 @@ def test_a_401_is_one_line_with_the_fix_and_debug_shows_the_traceback(stage_dir)
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
         proc = _synthesize(stage_dir, url)
+        _report(proc)
         debug = _synthesize(stage_dir, url, DISTILL_DEBUG="1")
     finally:
         server.shutdown()
@@ -247,6 +259,7 @@ def test_a_401_is_one_line_with_the_fix_and_debug_shows_the_traceback(stage_dir)
 def test_every_answer_rejected_fails_with_the_cause_and_writes_nothing(stage_dir):
     with serve_in_thread(rate_malformed=1.0) as url:
         proc = _synthesize(stage_dir, str(url))
+        _report(proc)
         served = url.stats["requests"]
     assert proc.returncode == 5 and "gave no example" in proc.stderr and "malformed_json" in proc.stderr
     assert "DISTILL_TEACHER_STRUCTURED_OUTPUT=1" in proc.stderr
@@ -257,6 +270,7 @@ def test_every_answer_rejected_fails_with_the_cause_and_writes_nothing(stage_dir
 
 def test_no_endpoint_for_a_real_model_fails_before_any_call(stage_dir):
     proc = _synthesize(stage_dir, None)
+    _report(proc)
     assert (
         proc.returncode == 2 and "DISTILL_TEACHER_BASE_URL" in proc.stderr and "Traceback" not in proc.stderr
     )
