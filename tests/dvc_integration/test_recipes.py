@@ -159,3 +159,20 @@ def test_materializing_a_prefixed_asset_runs_its_recipe_stage(recipes_repo, inst
     assert beta_lock["shard@2"]["outs"][0]["path"] == "examples/beta/assets/shard_2"  # repo-relative
     assert dvc("status", "examples/beta/dvc.yaml", cwd=root).stdout.strip().endswith("up to date.")
     assert os.listdir(root / "examples/beta/assets") and not (root / "assets").exists()
+
+
+def test_a_recipe_with_a_dep_outside_the_repo_loads(recipes_repo, tmp_path):
+    """An absolute dep outside the repo (a test set or a source elsewhere on disk) is kept absolute: the
+    code location loads and the recipe's assets are there, the dep listed as it is."""
+    outside = tmp_path / "elsewhere" / "source.txt"
+    outside.parent.mkdir()
+    outside.write_text("far away\n")
+    path = recipes_repo / "examples/alpha/dvc.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["stages"]["retrieve"]["deps"].append(str(outside))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    project = load_project(recipes_repo)
+    alpha = project.recipe("alpha")
+    assert alpha.ok, alpha.error
+    assert str(outside) in alpha.stage("retrieve").deps
+    assert set(specs_by_key(build_code_location(recipes_repo))) == EXPECTED_KEYS
