@@ -25,7 +25,7 @@ Every row must also hold the columns the student's prompt format names (checked 
 """
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,8 +274,3 @@ def check_gold_file(path: str | Path, task: str, reference_column: str | None) -
     except GoldError as exc:
         return str(exc).splitlines()
     return []
-
-
-def item_columns(rows: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The columns every item has (what a prompt format may name)."""
-    return [c for c in items[0] if all(c in it for it in items)] if items else []
