@@ -15,7 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagster_project.dvc_integration.project import DEFAULT_RECIPE, DvcProject, DvcStage, Recipe, load_project
+from dagster_project.dvc_integration.project import (
+    DEFAULT_RECIPE,
+    DvcProject,
+    DvcStage,
+    Recipe,
+    load_project,
+    stage_maps,
+)
 from dagster_project.dvc_integration.resource import dvc_executable, dvc_subprocess_env
 from dagster_project.params_schema import ParamsError, read_params_file, validate_params, validate_recipe
 
@@ -53,7 +60,7 @@ def _check_recipe(project: DvcProject, recipe: Recipe) -> str | None:
     if recipe.error:
         return recipe.error
     try:
-        validate_recipe(project.root / recipe.folder, {s.name: s.cmd for s in recipe.stages})
+        validate_recipe(project.root / recipe.folder, *stage_maps(recipe))
     except ParamsError as exc:
         return str(exc)
     return None

@@ -17,8 +17,10 @@ relative to the params file's folder); a prompt must also load, carry a `name`, 
 
 import difflib
 import importlib
+import posixpath
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
@@ -41,6 +43,12 @@ class StageParams(BaseModel):
     def check_files(self, root: Path, section: str) -> list[str]:
         """Problems with the files this section names (relative to `root`); override to add checks."""
         return _check_refs(self, root, section)
+
+    def input_files(self, section: str) -> list[tuple[str, str]]:
+        """(key, path) of every data file this section makes its stage read (`DataFile` fields, nested
+        sections included); a changed one must make the stage stale, so it must be among its deps.
+        Override when a path is declared otherwise (e.g. retrieve's sources)."""
+        return _input_refs(self, section)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,47 @@ def _check_refs(model: BaseModel, root: Path, prefix: str) -> list[str]:
                     problems += item.check_files(root, f"{key}.{i}")
                 elif isinstance(item, BaseModel):
                     problems += _check_refs(item, root, f"{key}.{i}")
+    return problems
+
+
+def _input_refs(model: BaseModel, prefix: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for name, info in type(model).model_fields.items():
+        value, key = getattr(model, name), f"{prefix}.{name}"
+        ref = next((m for m in info.metadata if isinstance(m, FileRef)), None) or _file_ref(info.annotation)
+        if ref and ref.kind == "data" and isinstance(value, str):
+            found.append((key, value))
+        elif ref and ref.kind == "data" and isinstance(value, dict | list):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            found += [(f"{key}.{k}", v) for k, v in items if isinstance(v, str)]
+        elif isinstance(value, StageParams):
+            found += value.input_files(key)
+        elif isinstance(value, BaseModel):
+            found += _input_refs(value, key)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, StageParams):
+                    found += item.input_files(f"{key}.{i}")
+                elif isinstance(item, BaseModel):
+                    found += _input_refs(item, f"{key}.{i}")
+    return found
+
+
+def undeclared_inputs(
+    model: StageParams, section: str, stage: str, deps: Sequence[str], params_dir: str, source: str
+) -> list[str]:
+    """Problems: files the section makes stage `stage` read that no dep of it covers (`deps` and
+    `params_dir` relative to the recipe folder). Editing such a file would leave the stage up to date."""
+    declared = [posixpath.normpath(d) for d in deps]
+    problems = []
+    for key, value in model.input_files(section):
+        path = value if posixpath.isabs(value) else posixpath.normpath(posixpath.join(params_dir, value))
+        if any(path == d or path.startswith(d.rstrip("/") + "/") or d == "." for d in declared):
+            continue
+        problems.append(
+            f"{source}: {key}: '{value}' is read by stage '{stage}' but is not among its deps in dvc.yaml, "
+            f"so editing it would not make the stage stale; add `- {path}` to the deps of stage '{stage}'."
+        )
     return problems
 
 
@@ -248,6 +297,11 @@ def kind_uses(cmds: dict[str, str]) -> list[KindUse]:
 
 def recipe_commands(recipe_dir: Path | str) -> dict[str, str]:
     """Stage name -> resolved command of the recipe's dvc.yaml (DVC resolves foreach/matrix/${})."""
+    return {name: cmd for name, (cmd, _) in recipe_stages(recipe_dir).items()}
+
+
+def recipe_stages(recipe_dir: Path | str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Stage name -> (resolved command, deps relative to the recipe folder) of the recipe's dvc.yaml."""
     from dvc.repo import Repo
 
     recipe_dir = Path(recipe_dir).resolve()
@@ -257,9 +311,20 @@ def recipe_commands(recipe_dir: Path | str) -> dict[str, str]:
     try:
         with Repo(str(recipe_dir)) as repo:
             stages = repo.stage.collect(str(dvc_yaml))
-            return {s.name: s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd) for s in stages}
+            return {
+                s.name: (
+                    s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd),
+                    tuple(_dep_path(d.def_path, recipe_dir) for d in s.deps),
+                )
+                for s in stages
+            }
     except Exception as exc:  # DVC's own parse/interpolation errors
         raise ParamsError(f"{dvc_yaml}: DVC cannot read it: {exc}") from None
+
+
+def _dep_path(path: str, recipe_dir: Path) -> str:
+    """A dep as written in dvc.yaml (relative to the recipe folder, or absolute), normalized."""
+    return posixpath.normpath(str(path).replace("\\", "/"))
 
 
 def _referenced_names(dvc_yaml: Path) -> set[str]:
@@ -269,14 +334,25 @@ def _referenced_names(dvc_yaml: Path) -> set[str]:
     return set(re.findall(r"\$\{\s*([A-Za-z_][\w-]*)", dvc_yaml.read_text(encoding="utf-8")))
 
 
-def validate_recipe(recipe_dir: Path | str, cmds: dict[str, str] | None = None) -> dict[str, StageParams]:
+def validate_recipe(
+    recipe_dir: Path | str,
+    cmds: dict[str, str] | None = None,
+    deps: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, StageParams]:
     """Validate every params section the recipe's stages read against their kinds' models.
 
     A section no stage reads (and dvc.yaml does not interpolate) is an error with a did-you-mean, so a
-    typo in a section name cannot leave a stage silently on its defaults. Returns section -> model.
+    typo in a section name cannot leave a stage silently on its defaults. Every data file a section
+    makes its stage read must be among the stage's deps (`deps`: stage -> deps relative to the recipe
+    folder; read from dvc.yaml when `cmds` is not given), so a changed file always makes it stale.
+    Cross-section checks follow (`cross_checks`). Returns section -> model.
     """
     recipe_dir = Path(recipe_dir)
-    uses = kind_uses(recipe_commands(recipe_dir) if cmds is None else cmds)
+    if cmds is None:
+        stages = recipe_stages(recipe_dir)
+        cmds = {name: cmd for name, (cmd, _) in stages.items()}
+        deps = {name: d for name, (_, d) in stages.items()}
+    uses = kind_uses(cmds)
     validated: dict[str, StageParams] = {}
     errors: list[str] = []
     by_file: dict[str, list[KindUse]] = {}
@@ -292,6 +368,12 @@ def validate_recipe(recipe_dir: Path | str, cmds: dict[str, str] | None = None) 
                 )
             except ParamsError as exc:
                 errors.append(str(exc))
+                continue
+            if deps is not None and use.stage in deps:
+                params_dir = posixpath.dirname(params_file) or "."
+                errors += undeclared_inputs(
+                    validated[use.section], use.section, use.stage, deps[use.stage], params_dir, params_file
+                )
         used = {u.section for u in file_uses} | _referenced_names(recipe_dir / "dvc.yaml")
         for name in raw:
             if name not in used:
@@ -301,9 +383,48 @@ def validate_recipe(recipe_dir: Path | str, cmds: dict[str, str] | None = None) 
                     f"{params_file}: {name}: no stage reads this section.{hint} Sections the stages read: "
                     f"{', '.join(sorted(u.section for u in file_uses))}."
                 )
+    if not errors:
+        roots = {u.section: (recipe_dir / u.params_file).parent for u in uses}
+        errors += cross_checks(validated, {u.section: u.kind for u in uses}, roots)
     if errors:
         raise ParamsError("\n".join(dict.fromkeys(errors)))
     return validated
+
+
+def cross_checks(
+    validated: Mapping[str, StageParams], kinds: Mapping[str, str], roots: Mapping[str, Path]
+) -> list[str]:
+    """Checks across sections: the gold rows of each evaluate section hold the columns the student's
+    prompt format names (when the recipe trains one student, `train.prompt_format`), so a gold row without
+    e.g. `context` fails here, not after synthesis and training."""
+    trains = [s for s, k in kinds.items() if k == "train" and s in validated]
+    evals = [s for s, k in kinds.items() if k == "evaluate" and s in validated]
+    if len(trains) != 1 or not evals:
+        return []
+    from dagster_project.evaluation.gold_schema import GoldError, read_gold
+    from dagster_project.evaluation.tasks import task_class
+    from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
+
+    train = validated[trains[0]]
+    fmt = PromptFormat.from_params(train.prompt_format)  # type: ignore[attr-defined]
+    problems = []
+    for section in evals:
+        ev: Any = validated[section]
+        path = roots[section] / ev.gold_test
+        try:
+            rows = read_gold(path, ev.task, ev.reference_column)
+            task = task_class(ev.task)(
+                ev.labels,
+                reference_column=ev.reference_column,
+                id_column=ev.id_column,
+                category_column=ev.category_column,
+            )
+            items = task.items(rows)
+            columns = [c for c in items[0] if all(c in it for it in items)] if items else []
+            fmt.check_columns(columns, f"the gold set {ev.gold_test}", templates=("prompt",))
+        except (GoldError, ValueError, PromptFormatError) as exc:
+            problems.append(f"{section}.gold_test: {exc} (the student is asked in {trains[0]}.prompt_format)")
+    return problems
 
 
 def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> dict[str, StageParams]:

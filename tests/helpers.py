@@ -33,7 +33,7 @@ def synthesize_recipe_params(root: Path, **synthesize: object) -> None:
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-# Flags DESIGN.md names for Debian's Chromium on a closed network (without them it stalls).
+# Flags Debian's Chromium needs on a closed network (without them it stalls; docs/known-traps.md).
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -262,6 +262,19 @@ def load_project(root: Path | str, *, validate_params: bool = True, code_version
     return DvcProject(root=root, recipes=tuple(recipes))
 
 
+def stage_maps(recipe: Recipe) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """(stage -> command, stage -> deps relative to the recipe folder) of a loaded recipe: what
+    `params_schema.validate_recipe` checks the params against."""
+
+    def local(dep: str) -> str:
+        if posixpath.isabs(dep) or recipe.folder == ".":
+            return dep
+        return posixpath.relpath(dep, recipe.folder)
+
+    cmds = {s.name: s.cmd for s in recipe.stages}
+    return cmds, {s.name: tuple(local(d) for d in s.deps) for s in recipe.stages}
+
+
 def _validated(root: Path, recipe: Recipe) -> Recipe:
     """The recipe, or the recipe with its params error (and no stages) when its params do not validate."""
     if not recipe.ok or not recipe.stages:
@@ -269,7 +282,7 @@ def _validated(root: Path, recipe: Recipe) -> Recipe:
     from dagster_project.params_schema import validate_recipe
 
     try:
-        validate_recipe(root / recipe.folder, {s.name: s.cmd for s in recipe.stages})
+        validate_recipe(root / recipe.folder, *stage_maps(recipe))
     except Exception as exc:  # ParamsError, or a stage kind that fails to import
         return recipe.failed(f"{recipe.dvc_yaml}: invalid params: {exc}")
     return recipe

@@ -5,7 +5,8 @@ score (`score`: headline figures and per-item figures), what its report shows (`
 `sections`) and how its outcomes go into the confusion plot (`confusion_rows`). Adding a task is one
 subclass of `Task` with `@register`.
 
-Gold rows are JSON lines with named columns. Every item keeps its gold row's columns (the student's
+Gold rows are JSON lines with named columns, read and checked by `gold_schema.read_gold` (one schema per
+task kind; SQuAD and CoQA layouts accepted). Every item keeps its gold row's columns (the student's
 prompt is rendered over them, in its saved prompt format) and adds `row`, `id`, `category`, `turn` and
 `reference` (from the columns `evaluate.id_column`, `category_column` and `reference_column`; a gold
 column of one of these names is shadowed). A reference is a string, a list of accepted strings, or a
@@ -33,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from dagster_project.evaluation.charts import confusion_svg
+from dagster_project.evaluation.gold_schema import reference_list
 from dagster_project.metrics.agreement import success_rate
 from dagster_project.metrics.classification import classification_report, map_predictions
 from dagster_project.metrics.qa import exact_match_multi, token_f1_multi
@@ -164,6 +166,18 @@ class QA(Task):
         "a/an/the, collapsed whitespace), max over the gold answers."
     )
 
+    def _reference(self, row):  # noqa: ANN001, ANN202
+        """A non-empty reference: a QA item is never scored against nothing (`gold_schema` reads the
+        file; this guards rows built any other way)."""
+        column = self.reference_column or "answer"
+        texts = reference_list(row.get(column))
+        if not texts:
+            raise ValueError(
+                f"gold row {row.get(self.id_column, '?')!r} has no non-empty reference in {column!r} (its "
+                f"columns: {', '.join(row)}); set evaluate.reference_column or fix the gold file"
+            )
+        return reference_value(row[column])
+
     def score(self, predictions, items):  # noqa: ANN001, ANN201
         per_item = score_qa_items(predictions, [it["reference"] for it in items])
         n = len(per_item)
@@ -201,7 +215,7 @@ class MultiTurnQA(QA):
                         "turn": t,
                         "context": context,
                         "question": turn["question"],
-                        "reference": reference_value(turn[self.reference_column]),
+                        "reference": self._reference(turn),
                     }
                 )
         return items

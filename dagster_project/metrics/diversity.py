@@ -1,6 +1,7 @@
 """Diversity and distribution figures of a set of generated texts (SynthesizRR's dataset metrics).
 
-What each figure means and where its definition comes from (METHODS.md, "SynthesizRR"):
+What each figure means and where its definition comes from (the SynthesizRR paper, EMNLP 2024, and
+the works it cites):
 - distinct-n (Li et al. 2016): distinct n-grams / all n-grams over the whole set; higher = more diverse.
 - self-BLEU-n (Zhu et al. 2018, Texygen; SynthesizRR reports n = 1..5): each text is scored as a BLEU
   hypothesis against all the other texts as references, and the scores are averaged; lower = more
@@ -25,7 +26,7 @@ What each figure means and where its definition comes from (METHODS.md, "Synthes
   randomized SVD for wide features), k-means (k-means++,
   seeded, several restarts) on the union into `num_buckets` clusters, histograms p (generated) and q
   (reference), divergence curve (exp(-c KL(q||r)), exp(-c KL(p||r))) for r = w p + (1 - w) q over a
-  grid of w, area under it. 1 = same distribution. Defaults follow METHODS.md for SynthesizRR (30
+  grid of w, area under it. 1 = same distribution. Defaults follow the SynthesizRR paper (30
   buckets, scaling c = 1; with c = 1 the floor for disjoint sets is 0.5, `mauve-text` uses c = 5);
   features are not GPT-2-XL's, so values are not comparable with the paper's.
 """

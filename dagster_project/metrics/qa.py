@@ -90,12 +90,13 @@ def max_over_references(
 ) -> float:
     """Best score of `prediction` against any of several gold answers (SQuAD: max over ground truths).
 
-    A single string counts as one reference. An empty list of references raises ValueError: there is
-    nothing to score against.
+    A single string counts as one reference. Blank references are ignored, and none left raises
+    ValueError: an empty reference would count an empty prediction as an exact match.
     """
     refs = [references] if isinstance(references, str) else list(references)
+    refs = [r for r in refs if r.strip()]
     if not refs:
-        raise ValueError("no reference answers to score against")
+        raise ValueError("no non-empty reference answer to score against")
     return max(metric(prediction, r) for r in refs)
 
 

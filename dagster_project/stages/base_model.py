@@ -36,7 +36,13 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 
 WHEEL_CACHE_ENV = "DISTILL_WHEEL_CACHE"
 # per user, not per repo: every clone (and every test's fixture repo) shares one download
@@ -270,4 +276,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

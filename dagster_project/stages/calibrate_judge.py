@@ -36,7 +36,13 @@ from pydantic import Field, model_validator
 from dagster_project.evaluation.charts import confusion_svg, markdown_table, svg_data_uri
 from dagster_project.metrics.agreement import judge_vs_majority, swap_consistency
 from dagster_project.params_schema import DataFile, PromptFile, StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 
 __all__ = [
     "CalibrationInputError",
@@ -388,4 +394,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

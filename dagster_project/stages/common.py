@@ -144,3 +144,50 @@ def stage_parser(description: str, kind: str | None = None) -> argparse.Argument
             "--section", default=kind, help=f"the params section this stage reads (default: {kind})"
         )
     return parser
+
+
+# Errors whose message says what is wrong and how to fix it: printed as one `error:` line (no traceback)
+# with this exit status. Matched by class name along the MRO, so this module imports none of them.
+HANDLED_ERRORS = {
+    "ParamsError": 2,
+    "GoldError": 2,
+    "PromptError": 2,
+    "PromptFormatError": 2,
+    "TeacherConfigError": 2,
+    "CacheMissError": 2,
+    "BudgetExceededError": 3,
+    "TeacherUnreachableError": 4,
+}
+DEBUG_ENV = "DISTILL_DEBUG"
+
+
+def handled_exit_code(exc: BaseException) -> int | None:
+    """The exit status of a handled error (see HANDLED_ERRORS), None for any other exception."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in HANDLED_ERRORS:
+            return HANDLED_ERRORS[cls.__name__]
+    return None
+
+
+def debugging() -> bool:
+    """True under `--debug` or DISTILL_DEBUG=1: handled errors show their full traceback."""
+    return "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
+
+def run_main(main: Any) -> None:
+    """Run a stage's `main()`: a handled error prints `error: <message>` (what is wrong and the fix) and
+    exits with its status; `--debug` or DISTILL_DEBUG=1 shows the full traceback instead (a stage that
+    handles an error itself checks `debugging()`)."""
+    debug = debugging()
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"  # the stage's own handlers see it too
+    try:
+        main()
+    except Exception as exc:
+        code = handled_exit_code(exc)
+        if code is None or debug:
+            raise
+        message = str(exc).strip() or type(exc).__name__
+        print(f"error: {message}\n(full traceback: rerun with --debug or {DEBUG_ENV}=1)", file=sys.stderr)
+        raise SystemExit(code) from None

@@ -28,7 +28,7 @@ from pydantic import Field
 from dagster_project.metrics.datasets import LabelClassifier, dataset_figures
 from dagster_project.metrics.diversity import resolve_embedder
 from dagster_project.params_schema import DataFile, StageParams
-from dagster_project.stages.common import load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import load_stage_params, run_main, stage_parser, write_json
 from dagster_project.synthesis.shots import read_table
 
 # (key, label, which direction is better) of the rows of the side-by-side table
@@ -248,4 +248,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

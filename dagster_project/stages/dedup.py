@@ -48,8 +48,15 @@ from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
 from dagster_project.curation import clusters, decontaminate, diversity, filters, minhash, normalize
+from dagster_project.evaluation.gold_schema import GoldError, eval_rows
 from dagster_project.params_schema import FileRef, StageParams, _check_file
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 
 Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
 Scorer = Literal["ratio", "token_sort_ratio", "token_set_ratio"]
@@ -177,9 +184,10 @@ def load_eval_sets(paths: list[Path], fields: list[str] | None = None) -> pl.Dat
     fields = list(dict.fromkeys(fields or EVAL_FIELDS))
     frames = []
     for path in paths:
-        rows = [
-            json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        try:
+            rows = list(eval_rows(path))  # SQuAD `answers` as `answer`, a conversation turn by turn
+        except GoldError as exc:
+            raise SystemExit(f"error: dedup --gold: {exc}") from None
         frames.append(
             pl.DataFrame(
                 {
@@ -509,4 +517,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

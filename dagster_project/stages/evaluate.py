@@ -38,7 +38,8 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from dagster_project.evaluation.diversity import diversity_figures, load_texts
-from dagster_project.evaluation.gold import load_gold, most_frequent_completion
+from dagster_project.evaluation.gold import most_frequent_completion
+from dagster_project.evaluation.gold_schema import GoldError, check_gold_file, read_gold
 from dagster_project.evaluation.report import (
     headline_line,
     plot_files,
@@ -51,7 +52,7 @@ from dagster_project.evaluation.scoring import score_systems
 from dagster_project.evaluation.tasks import TASKS, FreeText, task_class
 from dagster_project.evaluation.teacher import teacher_answers, teacher_judge
 from dagster_project.params_schema import DataFile, FileRef, StageParams, _check_file
-from dagster_project.stages.common import load_stage_params, stage_parser
+from dagster_project.stages.common import load_stage_params, run_main, stage_parser
 from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
 
 
@@ -101,13 +102,41 @@ class Params(StageParams):
 
     def check_files(self, root: Path, section: str) -> list[str]:
         problems = super().check_files(root, section)
+        gold = root / self.gold_test
+        if not problems and gold.is_file():  # its schema for the task, before any stage runs
+            problems += [
+                f"{section}.gold_test: {p}" for p in check_gold_file(gold, self.task, self.reference_column)
+            ]
         if self.teacher_reference:
             key = f"{section}.reference_prompt"
             problems += _check_file(FileRef("prompt"), self.reference_prompt, root, key, self)
+            problems += _check_variables(root / self.reference_prompt, key, REFERENCE_VARIABLES)
         if issubclass(TASKS[self.task], FreeText):
             key = f"{section}.judge_prompt"
             problems += _check_file(FileRef("prompt"), self.judge_prompt, root, key, self)
+            problems += _check_variables(root / self.judge_prompt, key, JUDGE_VARIABLES)
         return problems
+
+
+# What evaluate renders its teacher prompts with (`evaluation.teacher`).
+REFERENCE_VARIABLES = ("context", "question")
+JUDGE_VARIABLES = ("context", "question", "answer", "reference")
+
+
+def _check_variables(path: Path, key: str, provided: tuple[str, ...]) -> list[str]:
+    """A prompt that uses a variable evaluate does not provide fails here, not after training."""
+    from dagster_project.teacher.prompts import PromptError, load_prompt
+
+    try:
+        unknown = sorted(load_prompt(path).variables - set(provided))
+    except PromptError:
+        return []  # reported by the file check
+    if not unknown:
+        return []
+    return [
+        f"{key}: prompt '{path.name}' uses variable(s) {', '.join(repr(u) for u in unknown)}, but evaluate "
+        f"renders it with {', '.join(provided)} only; use those names in the prompt."
+    ]
 
 
 def main() -> None:
@@ -124,9 +153,10 @@ def main() -> None:
     params = load_stage_params(args.params, args.section, Params)
 
     # The gold items, asked in the student's format over their columns (checked before the model loads)
-    gold_rows = load_gold(params.gold_test)
-    if not gold_rows:
-        raise SystemExit(f"error: {params.gold_test} has no rows.")
+    try:
+        gold_rows = read_gold(params.gold_test, params.task, params.reference_column)
+    except GoldError as exc:
+        raise SystemExit(f"error: {args.section}.gold_test: {exc}") from None
     task = task_class(params.task)(
         params.labels,
         reference_column=params.reference_column,
@@ -225,4 +255,4 @@ def _base_model(student: str) -> str | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,7 +19,13 @@ import polars as pl
 from pydantic import Field
 
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
 from dagster_project.synthesis.shots import read_table
 
@@ -84,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

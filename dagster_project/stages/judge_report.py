@@ -31,7 +31,7 @@ from pydantic import Field
 from dagster_project.evaluation.charts import bar_chart_svg, render_html, render_markdown, write_csv
 from dagster_project.metrics.agreement import success_rate
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import load_stage_params, stage_parser, write_json, write_text
+from dagster_project.stages.common import load_stage_params, run_main, stage_parser, write_json, write_text
 
 
 class Params(StageParams):
@@ -250,4 +250,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

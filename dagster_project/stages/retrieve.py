@@ -37,7 +37,13 @@ from dagster_project.retrieval import (
     load_embedder,
     search_bm25,
 )
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 
 
 class Source(StageParams):
@@ -55,6 +61,9 @@ class Source(StageParams):
                 "a Hugging Face dataset name."
             ]
         return []
+
+    def input_files(self, section: str) -> list[tuple[str, str]]:
+        return [] if self.format == "hf_dataset" else [(f"{section}.path", self.path)]
 
 
 class BandParams(StageParams):
@@ -293,7 +302,11 @@ def run(params: Params, root: Path, out: Path) -> dict[str, Any]:
     """Run the whole stage with validated params; paths in params are relative to `root`."""
     docs = [doc for source in params.sources for doc in load_source(source.model_dump(), root)]
     if not docs:
-        raise SystemExit("error: retrieve: the sources hold no documents with text")
+        named = "; ".join(f"{s.path} (text_field: {s.text_field})" for s in params.sources)
+        raise SystemExit(
+            f"error: retrieve: the sources hold no documents with text: {named}. Set each source's "
+            "`text_field` to the field (column) that holds its text, or fix the source paths."
+        )
     chunks = chunk_documents(docs, params.chunk_words, params.chunk_overlap_words)
     texts = chunks["text"].to_list()
     queries = read_queries(root / params.queries, params.query_column)
@@ -352,4 +365,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

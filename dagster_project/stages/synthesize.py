@@ -41,7 +41,14 @@ import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    debugging,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 from dagster_project.synthesis.shots import ShotSampler, read_table
 from dagster_project.teacher.engine import (
     BudgetExceededError,
@@ -269,12 +276,18 @@ def main(argv: list[str] | None = None) -> None:
         try:
             result = map_prompt(engine, prompt, requests, carry=params.carry)
         except BudgetExceededError as exc:
+            if debugging():
+                raise
             print(f"{args.section}: {exc}", file=sys.stderr)
             raise SystemExit(3) from None
         except TeacherConfigError as exc:
+            if debugging():
+                raise
             print(f"{args.section}: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         except TeacherUnreachableError as exc:
+            if debugging():
+                raise
             print(
                 f"{args.section}: error: {exc}. Nothing written; every answer received is cached - check "
                 "the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
@@ -287,7 +300,9 @@ def main(argv: list[str] | None = None) -> None:
         reasons = Counter(rejects["reason"].to_list()).most_common(5)
         print(
             f"{args.section}: error: {len(requests)} requests gave no example; reject reasons: {reasons}. "
-            "Nothing written. Check the prompt, its output checks and the teacher (every answer is cached).",
+            "Nothing written. Check the prompt, its output checks and the teacher (every answer is cached); "
+            "for malformed JSON answers try DISTILL_TEACHER_STRUCTURED_OUTPUT=1 (the endpoint must support "
+            "json_schema).",
             file=sys.stderr,
         )
         raise SystemExit(5)
@@ -297,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         "n_requests": len(requests),
         "n_examples": examples.height,
         "n_rejects": rejects.height,
+        # every reject row of rejects.parquet by reason (engine rejects and pair-level ones alike)
+        "rejects_by_reason": dict(
+            sorted(Counter(r.split(":", 1)[0] for r in rejects["reason"].to_list()).items())
+        ),
         **({"shots_per_request": dict(sorted(sampler.counts.items()))} if sampler else {}),
     }
     with atomic_output_dir(args.out) as tmp:
@@ -310,4 +329,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -32,7 +32,13 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 from dagster_project.student.checkpoints import (
     CHECKPOINT_ROOT_ENV,
     DEFAULT_CHECKPOINT_ROOT,
@@ -361,4 +367,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -76,9 +76,12 @@ class ResponseCache:
                 offset = 0
                 for line in fh:
                     try:
-                        key = json.loads(line)["key"]
-                    except (ValueError, KeyError, TypeError):
+                        record = json.loads(line)
+                        key = record["key"] if isinstance(record.get("response"), dict) else None
+                    except (ValueError, KeyError, TypeError, AttributeError):
                         key = None  # a line torn by a killed process
+                    # A line without a response object (torn, or written by something else) is skipped:
+                    # that request is simply asked again.
                     if key is not None:
                         self._index.setdefault(key, (shard, offset))
                     offset += len(line)

@@ -51,7 +51,7 @@ import openai
 from tqdm.auto import tqdm
 
 from dagster_project.teacher.cache import ResponseCache, canonical_json, key_of, request_key
-from dagster_project.teacher.http1 import Http1Client
+from dagster_project.teacher.http1 import ConnectTimeout, Http1Client
 from dagster_project.teacher.limits import (
     AdaptiveLimit,
     EngineLimits,
@@ -202,6 +202,7 @@ class Counters:
     retry_reasons: Counter = field(default_factory=Counter)  # "http 429", "timeout", ...
     rate_limited: int = 0  # 429 answers
     paused_s: float = 0.0  # time every sender was paused by a 429's Retry-After
+    throttle_cuts: int = 0  # rate cuts of the adaptive 429 limiter
     max_in_flight: int = 0
     stopped_by_budget: bool = False
     batched: int = 0  # answers that came through the Batch API
@@ -245,6 +246,7 @@ class Counters:
             "cost_usd": self.cost_usd,
             "rate_limited": self.rate_limited,
             "paused_s": round(self.paused_s, 3),
+            "throttle_cuts": self.throttle_cuts,
             "max_in_flight": self.max_in_flight,
             "stopped_by_budget": self.stopped_by_budget,
             "batched": self.batched,
@@ -405,13 +407,15 @@ class _Http1Backend:
     """The chat-completions wire protocol over `http1.Http1Client` (the default transport): the same
     requests, auth and error mapping as `_HttpBackend`, at a fraction of aiohttp's CPU per request."""
 
-    def __init__(self, base_url: str, env: Mapping[str, str]):
-        self.client = Http1Client(base_url, _auth_headers(env))
+    def __init__(self, base_url: str, env: Mapping[str, str], connect_timeout_s: float = 10.0):
+        self.client = Http1Client(base_url, _auth_headers(env), connect_timeout_s)
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         body = json.dumps(request_body(payload)).encode()
         try:
             response = await self.client.post("/chat/completions", body, timeout_s)
+        except ConnectTimeout:
+            raise _RetryableError("connect timeout") from None
         except TimeoutError:
             raise _RetryableError("timeout") from None
         except (OSError, ssl.SSLError) as exc:  # ConnectionError and ProtocolError included
@@ -429,8 +433,11 @@ class _HttpBackend:
     (measured: ~3,500 vs ~550 requests per CPU-second); `_Http1Backend` needs a fifth of this one's.
     """
 
-    def __init__(self, base_url: str, env: Mapping[str, str], concurrency: int):
+    def __init__(
+        self, base_url: str, env: Mapping[str, str], concurrency: int, connect_timeout_s: float = 10.0
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.connect_timeout_s = connect_timeout_s
         self.headers = {**_auth_headers(env), "Content-Type": "application/json"}
         self.concurrency = concurrency
         self.session: aiohttp.ClientSession | None = None
@@ -442,7 +449,9 @@ class _HttpBackend:
         body = request_body(payload)
         try:
             async with self.session.post(
-                self.url, data=json.dumps(body).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)
+                self.url,
+                data=json.dumps(body).encode(),
+                timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=self.connect_timeout_s),
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers
@@ -456,6 +465,22 @@ class _HttpBackend:
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+class _LazyBackend:
+    """A backend made on its first call (so a run whose every answer is cached needs no endpoint)."""
+
+    def __init__(self, make: Any):
+        self._make, self._backend = make, None
+
+    async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        if self._backend is None:
+            self._backend = self._make()
+        return await self._backend.chat(payload, timeout_s)
+
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
 
 
 def endpoint_from_env(env: Mapping[str, str]) -> str | None:
@@ -522,7 +547,8 @@ class TeacherEngine:
         self._tpm = RateBucket(lim.tpm, burst_s=0) if lim.tpm else None
         self._tpm_in = RateBucket(lim.tpm_in, burst_s=0) if lim.tpm_in else None
         self._tpm_out = RateBucket(lim.tpm_out, burst_s=0) if lim.tpm_out else None
-        self.adaptive = AdaptiveLimit()
+        self.adaptive = AdaptiveLimit(enabled=lim.adaptive)
+        self._latency_s: float | None = None  # moving average of answered calls' latency (backoff scale)
         self._in_flight = 0
         self._reserved_usd = 0.0  # worst-case cost of the calls in flight
         self._warned_no_retry_after = False
@@ -548,13 +574,13 @@ class TeacherEngine:
             if transport == "openai-sdk":
                 return _OpenAIBackend(self.base_url, self._env.get("OPENAI_API_KEY"), self.timeout_s)
             if transport == "aiohttp":
-                return _HttpBackend(self.base_url, self._env, self.concurrency)
+                return _HttpBackend(self.base_url, self._env, self.concurrency, self.limits.connect_timeout_s)
             if transport != "http":
                 raise TeacherConfigError(
                     f"DISTILL_TEACHER_TRANSPORT={transport!r}: allowed values are http, aiohttp, openai-sdk"
                 )
             try:
-                return _Http1Backend(self.base_url, self._env)
+                return _Http1Backend(self.base_url, self._env, self.limits.connect_timeout_s)
             except ValueError as exc:
                 raise TeacherConfigError(f"DISTILL_TEACHER_BASE_URL: {exc}") from None
         others = models - {OFFLINE_MODEL}
@@ -654,7 +680,8 @@ class TeacherEngine:
         start = time.perf_counter()
         self._last_heard = time.monotonic()
         models = {r.model for r in requests}
-        backend = self._backend(models) if requests else None
+        # Made on the first cache miss: a run answered from the cache (replay) needs no endpoint.
+        backend = _LazyBackend(lambda: self._backend(models)) if requests else None
         self._check_models_priced(models)
         bar = tqdm(
             total=len(requests), unit="req", desc="teacher", disable=not self.progress, mininterval=0.5
@@ -714,6 +741,7 @@ class TeacherEngine:
             if backend is not None:
                 await backend.close()
             self.counters.paused_s = self.gate.paused_s
+            self.counters.throttle_cuts = self.adaptive.cuts
             self.counters.wall_s += time.perf_counter() - start
         if any(r is None for r in results):
             c = self.counters
@@ -748,7 +776,7 @@ class TeacherEngine:
                     silent_s = time.monotonic() - self._last_heard
                     if exc.status is None and silent_s > self.unreachable_after_s:
                         raise TeacherUnreachableError(
-                            f"the teacher endpoint ({self.backend_kind}) has not answered for "
+                            f"the teacher endpoint {self.base_url} has not answered for "
                             f"{silent_s:.0f} s (last error: {exc}, after {self.max_retries} retries); "
                             "stopped instead of retrying every remaining request"
                         ) from None
@@ -816,25 +844,40 @@ class TeacherEngine:
             self._tpm_out.refund(est_out - used_out)
 
     def _on_retryable(self, exc: _RetryableError, retry: int) -> float:
-        """Count a transient failure; returns this sender's delay (a 429 also pauses every sender)."""
+        """Count a transient failure; returns this sender's delay before its retry.
+
+        Backoff is full jitter over ``base x 2**retry`` (at most `backoff_max_s`), where the base is
+        `backoff_base_s` or, when shorter, a quarter of the endpoint's own latency (a moving average of
+        answered calls): a retry waits on the scale of what a call takes, so a job's tail is set by the
+        endpoint, not by the backoff; repeated failures still double it. A server's Retry-After is a floor.
+        The first 429 also pauses every sender for its Retry-After (a burst of senders hitting an
+        unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which paces
+        senders from then on (`limits.AdaptiveLimit`); later 429s delay their own sender.
+        """
         self.counters.retries += 1
         self.counters.retry_reasons[str(exc)] += 1
-        backoff = min(self.backoff_max_s, self.backoff_base_s * 2**retry)
+        base = self.backoff_base_s
+        if self._latency_s is not None:
+            base = min(base, self._latency_s / 4)
+        backoff = min(self.backoff_max_s, base * 2**retry)
+        delay = max(exc.retry_after or 0.0, random.uniform(0, backoff))
         if exc.status == 429:
+            # The server said when: exactly then (a 429 is about the rate, not an error of this request).
+            delay = exc.retry_after if exc.retry_after is not None else delay
             self.counters.rate_limited += 1
-            self.adaptive.rate_limited()
             if exc.retry_after is None and not self._warned_no_retry_after:
                 self._warned_no_retry_after = True
                 log.warning(
-                    "teacher endpoint answered 429 without Retry-After: pausing all requests with "
-                    "exponential backoff; set DISTILL_TEACHER_RPM / DISTILL_TEACHER_TPM to stay under "
-                    "its limit"
+                    "teacher endpoint answered 429 without Retry-After: retrying with exponential backoff; "
+                    "set DISTILL_TEACHER_RPM / DISTILL_TEACHER_TPM to stay under its limit"
                 )
-            pause = exc.retry_after if exc.retry_after is not None else random.uniform(backoff / 2, backoff)
-            self.gate.pause(pause)
-            return 0.0  # the gate holds this sender too
-        # Full jitter spreads a burst of failures; a server's Retry-After is a floor.
-        return max(exc.retry_after or 0.0, random.uniform(0, backoff))
+            if self.adaptive.rate_limited():
+                pause = (
+                    exc.retry_after if exc.retry_after is not None else random.uniform(backoff / 2, backoff)
+                )
+                self.gate.pause(pause)
+                return 0.0  # the gate holds this sender too
+        return delay
 
     async def _call(self, backend: _Backend, payload: dict[str, Any]) -> dict[str, Any]:
         """One sample from the endpoint, retrying transient failures with backoff."""
@@ -843,8 +886,10 @@ class TeacherEngine:
         for retry in range(self.max_retries + 1):
             worst = await self._admit(payload, est_in, est_out)
             self.counters.calls += 1
+            self.adaptive.sent()
             self._in_flight += 1
             self.counters.max_in_flight = max(self.counters.max_in_flight, self._in_flight)
+            sent = time.monotonic()
             try:
                 response = await backend.chat(payload, self.timeout_s)
             except _StatusReject:
@@ -864,10 +909,12 @@ class TeacherEngine:
                 self._in_flight -= 1
                 self._reserved_usd -= worst
             self._last_heard = time.monotonic()
+            took = self._last_heard - sent
+            self._latency_s = took if self._latency_s is None else 0.9 * self._latency_s + 0.1 * took
             usage = response.get("usage") or {}
             used_in, used_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             self._settle(est_in, est_out, used_in, used_out)
-            self.adaptive.success()
+            self.adaptive.success(took)
             self.counters.add_usage(payload["model"], used_in, used_out, self.prices)
             return {
                 "content": response.get("content"),

@@ -185,10 +185,20 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class Http1Client:
-    """POSTs to `base_url`'s host over a pool of keep-alive connections (http or https)."""
+class ConnectTimeout(TimeoutError):
+    """A new connection (TCP, and TLS for https) was not established within the connect timeout."""
 
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+
+class Http1Client:
+    """POSTs to `base_url`'s host over a pool of keep-alive connections (http or https).
+
+    A new connection must be established within `connect_timeout_s` (ConnectTimeout otherwise), so a
+    connect that hangs (a SYN dropped by a full listen backlog, an unreachable host) is retried after
+    seconds, not after the whole request timeout.
+    """
+
+    def __init__(self, base_url: str, headers: dict[str, str], connect_timeout_s: float = 10.0) -> None:
+        self.connect_timeout_s = connect_timeout_s
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -206,7 +216,13 @@ class Http1Client:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl)
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl)
+        except TimeoutError:
+            raise ConnectTimeout(
+                f"no connection to {self.host}:{self.port} within {self.connect_timeout_s:g} s"
+            ) from None
         self._open.add(conn)
         return conn
 

@@ -12,15 +12,17 @@ hundreds of senders does not turn one 429 into hundreds.
 Limits are operational settings of one endpoint, read from the environment (`EngineLimits.from_env`),
 never params: moving to another provider must not invalidate any asset.
 
-=============================  =============================================================
-``DISTILL_TEACHER_CONCURRENCY``  requests in flight at most (default 256)
-``DISTILL_TEACHER_RPM``          requests per minute (default: no limit)
-``DISTILL_TEACHER_TPM``          input + output tokens per minute (default: no limit)
-``DISTILL_TEACHER_TPM_IN``       input (prompt) tokens per minute (default: no limit)
-``DISTILL_TEACHER_TPM_OUT``      output (completion) tokens per minute (default: no limit)
-``DISTILL_TEACHER_TIMEOUT_S``    per-request timeout in seconds (default 120)
-``DISTILL_TEACHER_BUDGET_USD``   hard budget cap for one run (default: none)
-=============================  =============================================================
+======================================  =============================================================
+``DISTILL_TEACHER_CONCURRENCY``         requests in flight at most (default 256)
+``DISTILL_TEACHER_RPM``                 requests per minute (default: no limit)
+``DISTILL_TEACHER_TPM``                 input + output tokens per minute (default: no limit)
+``DISTILL_TEACHER_TPM_IN``              input (prompt) tokens per minute (default: no limit)
+``DISTILL_TEACHER_TPM_OUT``             output (completion) tokens per minute (default: no limit)
+``DISTILL_TEACHER_TIMEOUT_S``           per-request timeout in seconds (default 120)
+``DISTILL_TEACHER_CONNECT_TIMEOUT_S``   connect + first-byte timeout in seconds (default 10)
+``DISTILL_TEACHER_ADAPTIVE``            ``0`` turns the adaptive 429 limiter off (default on)
+``DISTILL_TEACHER_BUDGET_USD``          hard budget cap for one run (default: none)
+======================================  =============================================================
 """
 
 import asyncio
@@ -100,42 +102,128 @@ class PauseGate:
 
 
 class AdaptiveLimit:
-    """Learns an endpoint's request rate from its 429s when no (or too high an) RPM is configured.
+    """Learns an endpoint's request rate from its 429s when no (or too high an) RPM is configured (AIMD).
 
-    Off until the first 429; then it paces senders at 90% of the rate that was just succeeding, cuts the
-    rate by 30% on every further 429 (at most once per `cooldown_s`) and raises it by 1% per success
-    (AIMD, as TCP does): a burst of senders that hit an unknown limit settles just under it instead of
-    waking together after every pause and drawing a 429 storm.
+    Off until the first 429. On a 429 the rate (at first: the rate requests were being sent at) is cut
+    by the share of 429s among the answers of the last `window_s` (by at most ``decrease``), and never
+    below the *floor*: the success rate observed over that window (what the endpoint just served cannot
+    be what it asks to slow down from). At most one cut per cooldown: the endpoint's latency (as TCP
+    cuts once per round trip), between `min_cooldown_s` and `max_cooldown_s`.
+
+    Against a real limit L the 429 share is the excess over L, so a cut lands near L and the floor holds
+    it there. Against a steady share of 429s that do not depend on the rate, a cut costs that share and
+    the floor keeps the rate where the answers come, instead of cutting it toward zero (a fixed 30% per
+    429 and 1% back per success did: 20 -> 0.5 req/s under 10% 429s). Between cuts the rate is
+
+    - raised by ``increase`` x itself per success, to at most `probe` x the floor (probing for more);
+    - never below the floor when a sender reserves (a floor that rose lifts the pace at once).
+
+    Pacing is a token bucket holding `burst_s` seconds of requests, so the bursts of a closed loop of
+    senders (all answered at once, all sending again) pass while the average stays at `rate`.
+
+    ``DISTILL_TEACHER_ADAPTIVE=0`` turns it off (`enabled=False`): 429s are then only retried, each
+    after its Retry-After, and nothing else is paced or paused.
     """
 
-    def __init__(self, cooldown_s: float = 0.5):
-        self.bucket: RateBucket | None = None
-        self.cooldown_s = cooldown_s
-        self._last_cut = 0.0
-        self._successes: deque[float] = deque(maxlen=10_000)
+    def __init__(
+        self,
+        decrease: float = 0.5,
+        increase: float = 0.03,
+        window_s: float = 1.0,
+        burst_s: float = 0.25,
+        probe: float = 2.0,
+        min_cooldown_s: float = 0.05,
+        max_cooldown_s: float = 0.5,
+        enabled: bool = True,
+    ):
+        self.enabled = enabled
+        self.decrease, self.increase, self.probe = decrease, increase, probe
+        self.window_s, self.burst_s = window_s, burst_s
+        self.min_cooldown_s, self.max_cooldown_s = min_cooldown_s, max_cooldown_s
+        self.min_span_s = 0.25  # a rate is never measured over less (a few answers in an instant are none)
+        self.rate: float | None = None  # requests per second; None until the first 429
+        self.cuts = 0  # rate cuts made (stats.json: throttle_cuts)
+        self.latency_s: float | None = None  # moving average of answered calls
+        self._last_cut = float("-inf")
+        self._bucket: RateBucket | None = None
+        self._first_send: float | None = None
+        self._successes: deque[float] = deque()
+        self._limited: deque[float] = deque()
+        self._sends: deque[float] = deque()
 
-    def success(self) -> None:
-        """Record an answered call."""
+    def _trim(self, now: float) -> None:
+        for times in (self._successes, self._limited, self._sends):
+            while times and now - times[0] > self.window_s:
+                times.popleft()
+
+    def _span(self, now: float) -> float:
+        since = now - self._first_send if self._first_send is not None else 0.0
+        return min(self.window_s, max(since, self.min_span_s))
+
+    def floor(self, now: float | None = None) -> float:
+        """Successes per second over the last `window_s`: the rate the endpoint is demonstrably serving
+        (over the whole window, also in the first second: it may understate then, never overstate)."""
+        self._trim(time.monotonic() if now is None else now)
+        return len(self._successes) / self.window_s
+
+    def sent(self) -> None:
+        """Record a request sent (the first cut starts from the sending rate)."""
+        now = time.monotonic()
+        if self._first_send is None:
+            self._first_send = now
+        self._sends.append(now)
+
+    def success(self, latency_s: float | None = None) -> None:
+        """Record an answered call (and how long it took)."""
         now = time.monotonic()
         self._successes.append(now)
-        if self.bucket is not None:
-            self.bucket.set_rate(self.bucket.rate * 1.01)
+        if latency_s is not None:
+            self.latency_s = latency_s if self.latency_s is None else 0.9 * self.latency_s + 0.1 * latency_s
+        if self.rate is not None:
+            # The probe cap counts the successes over the time observed so far (in the first second
+            # that is more than the floor, which never overstates): probing may overshoot, a cut may not.
+            cap = self.probe * max(1.0, len(self._successes) / self._span(now))
+            self.rate = max(self.rate, min(self.rate * (1.0 + self.increase), cap))
 
-    def rate_limited(self) -> None:
-        """Record a 429."""
+    def rate_limited(self) -> bool:
+        """Record a 429; True when it engaged the limiter (the first 429): the caller then pauses every
+        sender for the Retry-After, so the first wave of 429s does not retry together (after that, the
+        pacing spaces the retries)."""
         now = time.monotonic()
-        if now - self._last_cut < self.cooldown_s:
-            return
+        self._limited.append(now)
+        cooldown = min(self.max_cooldown_s, max(self.min_cooldown_s, self.latency_s or 0.0))
+        if not self.enabled or now - self._last_cut < cooldown:
+            return False
         self._last_cut = now
-        if self.bucket is None:
-            recent = sum(1 for t in self._successes if now - t <= 1.0)
-            self.bucket = RateBucket(max(1.0, 0.9 * recent) * 60, burst_s=0)
-        else:
-            self.bucket.set_rate(self.bucket.rate * 0.7)
+        self._trim(now)
+        share = len(self._limited) / (len(self._limited) + len(self._successes))
+        first = self.rate is None
+        current = len(self._sends) / self._span(now) if first else self.rate
+        self.rate = max(1.0, self.floor(now), current * max(self.decrease, 1.0 - share))
+        self.cuts += 1
+        return first
 
     def reserve(self) -> float:
-        """Seconds to wait before the next request (0 while no 429 was seen)."""
-        return 0.0 if self.bucket is None else self.bucket.reserve(1)
+        """Seconds to wait before the next request (0 while no 429 was seen, or when off)."""
+        if self.rate is None:
+            return 0.0
+        rate = max(self.rate, self.floor())
+        if self._bucket is None:
+            self._bucket = RateBucket(rate * 60, burst_s=self.burst_s)
+        elif abs(self._bucket.rate - rate) > 1e-9:
+            self._bucket.set_rate(rate)
+        return self._bucket.reserve(1)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={env[name]!r}: expected 1 or 0")
 
 
 def _number(env: Mapping[str, str], name: str) -> float | None:
@@ -162,6 +250,8 @@ class EngineLimits:
     tpm_out: float | None = None
     timeout_s: float = 120.0
     budget_usd: float | None = None
+    connect_timeout_s: float = 10.0
+    adaptive: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "EngineLimits":
@@ -176,6 +266,8 @@ class EngineLimits:
             tpm_out=_number(env, "DISTILL_TEACHER_TPM_OUT"),
             timeout_s=timeout or cls.timeout_s,
             budget_usd=_number(env, "DISTILL_TEACHER_BUDGET_USD"),
+            connect_timeout_s=_number(env, "DISTILL_TEACHER_CONNECT_TIMEOUT_S") or cls.connect_timeout_s,
+            adaptive=_flag(env, "DISTILL_TEACHER_ADAPTIVE", cls.adaptive),
         )
 
 

@@ -199,7 +199,7 @@ def run_requests(engine: TeacherEngine, requests: Sequence[TeacherRequest]) -> l
     if unreachable:
         raise TeacherUnreachableError(
             f"{len(unreachable)} of {len(requests)} requests could not reach the teacher "
-            f"({engine.backend_kind}); last error: {unreachable[-1].rejects[-1].reason}"
+            f"at {engine.base_url or engine.backend_kind}; last error: {unreachable[-1].rejects[-1].reason}"
         )
     return results
 

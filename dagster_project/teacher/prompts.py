@@ -198,8 +198,10 @@ def render(prompt: Prompt, **variables: Any) -> list[dict[str, str]]:
     missing = sorted(prompt.variables - set(variables))
     if missing:
         raise PromptError(
-            f"{prompt.path}: undefined variable(s) {', '.join(repr(m) for m in missing)}; "
-            f"pass them when rendering (got: {sorted(variables) or 'none'})."
+            f"{prompt.path}: the prompt uses variable(s) {', '.join(repr(m) for m in missing)} that "
+            f"its stage does not provide (it provides: {', '.join(sorted(variables)) or 'none'}); "
+            "rename them in the prompt to provided ones, or provide them (synthesize: `variables` maps "
+            "a prompt variable to an input column, `constants` gives a fixed value)."
         )
     out = []
     for i, (msg, template) in enumerate(zip(prompt.messages, prompt._templates, strict=True)):

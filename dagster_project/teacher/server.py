@@ -53,6 +53,7 @@ class Faults:
     latency_ms: float = 0.0  # added to every request
     rate_429: float = 0.0
     retry_after_s: float = 0.05  # sent as Retry-After with each 429
+    fast_429: bool = False  # answer an injected 429 before the latency (a gateway refusing at the door)
     rate_500: float = 0.0
     rate_hang: float = 0.0  # sleeps hang_s before answering: a client timeout
     hang_s: float = 5.0
@@ -254,7 +255,8 @@ class OfflineTeacherServer:
                 self.stats["rpm_429"] += 1
                 headers = {"Retry-After": f"{wait:.3f}", "retry-after-ms": f"{wait * 1000:.0f}"}
                 return _error(429, "rate limit exceeded (rpm)", headers=headers, kind="rate_limit_exceeded")
-        if self.faults.latency_ms:
+        fault = self._draw(body) if self._any_fault else None
+        if self.faults.latency_ms and not (fault == "429" and self.faults.fast_429):
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if self.faults.canned and not self._any_fault:
             self.events.append((arrival, "ok"))
@@ -265,7 +267,6 @@ class OfflineTeacherServer:
             req["messages"]
         except (ValueError, KeyError, TypeError):
             return _error(400, "invalid request body: expected JSON with 'messages'")
-        fault = self._draw(body) if self._any_fault else None
         self.events.append((arrival, fault or "ok"))
         if fault:
             self.stats[fault] += 1

@@ -1,5 +1,5 @@
 """One environment where DVC's hydra (exp run -S) and Dagster's selection parser both work
-(DESIGN.md "Known traps": antlr 4.9 vs 4.13)."""
+(docs/known-traps.md: antlr 4.9 vs 4.13)."""
 
 import dagster as dg
 from helpers import dvc, executed

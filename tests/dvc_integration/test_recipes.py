@@ -179,3 +179,20 @@ def test_asset_names_come_from_output_folders(wdir, outs, name):
 
     stage = DvcStage(name="report", cmd="true", deps=(), outs=outs, params={}, wdir=wdir)
     assert DvcTranslator().get_asset_name(stage) == name
+
+
+def test_a_recipe_with_a_dep_outside_the_repo_loads(recipes_repo, tmp_path):
+    """An absolute dep outside the repo (a test set or a source elsewhere on disk) is kept absolute: the
+    code location loads and the recipe's assets are there, the dep listed as it is."""
+    outside = tmp_path / "elsewhere" / "source.txt"
+    outside.parent.mkdir()
+    outside.write_text("far away\n")
+    path = recipes_repo / "examples/alpha/dvc.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["stages"]["retrieve"]["deps"].append(str(outside))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    project = load_project(recipes_repo)
+    alpha = project.recipe("alpha")
+    assert alpha.ok, alpha.error
+    assert str(outside) in alpha.stage("retrieve").deps
+    assert set(specs_by_key(build_code_location(recipes_repo))) == EXPECTED_KEYS

@@ -208,3 +208,20 @@ def test_second_repro_runs_nothing(demo):
     assert "Running stage" not in out, out
     # The root recipe's dvc.yaml: the other recipes under examples/ are not built here.
     assert json.loads(dvc("status", "dvc.yaml", "--json", cwd=root).stdout or "{}") == {}
+
+
+def test_editing_a_source_named_in_params_makes_retrieve_and_downstream_stale(demo):
+    """Last in this module (it edits the built demo): a source file named in `retrieve.sources` is a dep
+    of retrieve, so editing it makes retrieve stale, and its new corpus makes synthesize stale (and, as
+    each reruns, dedup, train and evaluate: DVC compares each stage's deps with its lock)."""
+    root, _, _ = demo
+    source = root / yaml.safe_load((root / "params.yaml").read_text())["retrieve"]["sources"][0]["path"]
+    lines = source.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["text"] += " It also keeps a lighthouse."
+    source.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    status = json.loads(dvc("status", "dvc.yaml", "--json", cwd=root).stdout or "{}")
+    assert list(status) == ["retrieve"], status
+    dvc("repro", "-s", "dvc.yaml:retrieve", cwd=root)
+    status = json.loads(dvc("status", "dvc.yaml", "--json", cwd=root).stdout or "{}")
+    assert list(status) == ["synthesize"] and "assets/corpus" in json.dumps(status), status
