@@ -139,6 +139,8 @@ def test_dvc_plots_metrics_and_dagster_curves_read_the_outputs(demo):
 
     root, _, _ = demo
     plots = json.loads(dvc("plots", "show", "--json", cwd=root).stdout)["data"]
+    # `dvc plots show` lists every dvc.yaml's plots; the other recipes (examples/) are not built here.
+    plots = {path: plot for path, plot in plots.items() if not path.startswith("examples/")}
     curves = [f"assets/student/dvclive/plots/metrics/{c}.tsv" for c in
               ("train/loss", "train/learning_rate", "train/tokens_per_s", "eval/loss")]  # fmt: skip
     charts = [f"assets/eval_report/plots/{c}.csv" for c in
