@@ -26,7 +26,9 @@ def test_cells_labels_caps_and_descriptions(demo):
     assert cells.columns == ["dataset", "config", "split", "row_id", "column", "value"]
     per_dataset = cells.group_by("dataset").agg(pl.struct("split", "row_id").n_unique().alias("rows"))
     assert max(per_dataset["rows"]) == 50  # the cap
-    labels = set(cells.filter((pl.col("dataset") == "statement_pairs") & (pl.col("column") == "label"))["value"])
+    labels = set(
+        cells.filter((pl.col("dataset") == "statement_pairs") & (pl.col("column") == "label"))["value"]
+    )
     assert labels == {"entailment", "neutral", "contradiction"}  # ClassLabel ids became names
     assert info["statement_pairs"]["label_columns"] == ["label"]
     assert info["market_tallies"]["columns"] == ["item", "unit_price", "quantity", "total"]
@@ -61,7 +63,9 @@ def test_the_planted_gold_copy_is_removed_by_decontamination_and_listed(demo):
     )
     rows = []
     for row_id in sorted(set(trivia["row_id"])):
-        row = {c: v for c, v in trivia.filter(pl.col("row_id") == row_id).select("column", "value").iter_rows()}
+        row = {
+            c: v for c, v in trivia.filter(pl.col("row_id") == row_id).select("column", "value").iter_rows()
+        }
         text = f"{examples}<dataset>harbor_trivia</dataset>\n<row>{json.dumps(row)}</row>"
         rows.append({"id": f"r{row_id}", **rebase_transform(text, 0.7, row_id)})
     gold = [demo / "data/gold" / f"{t}_test.jsonl" for t in ("qa", "nli", "math")]

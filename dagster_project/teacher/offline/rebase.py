@@ -17,9 +17,9 @@ statements with a label value becomes a labelled pair; a word problem with a `##
 of numbers where one is the sum/difference/product of two others becomes a calculation) and refuses
 (`<<REFUSE>>`) a row it cannot map. `task_synthesis` copies one example and changes its surface (names
 and numbers, recomputing a calculation): the low diversity of generation from examples alone.
-`fits_task` answers yes/no by format checks (a span of the context; a label of the set and, for
-entailment, the hypothesis' words mostly in the premise; a calculation that is right and ends in its
-result).
+`fits_task` answers yes/no by format checks (a wh- or yes/no question whose answer is a short span of the
+context; a label of the set, a hypothesis that does not merely repeat the premise and, for entailment,
+whose words are mostly in the premise; a calculation that is right and ends in its result).
 """
 
 import hashlib
@@ -36,6 +36,11 @@ _CALC = re.compile(r"(-?\d+)\s*([+\-*x×/])\s*(-?\d+)\s*=\s*(-?\d+)")
 _FINAL = re.compile(r"Answer:\s*(\S+?)\.?\s*$")
 _NAME = re.compile(r"\b[A-Z][a-z]{2,}(?: [A-Z][a-z]{2,})?\b")
 _FIELDS = re.compile(r"(?:^|\s)([A-Z][a-z]+):\s")
+_WH = re.compile(
+    r"(who|whom|whose|what|when|where|which|why|how|in what|on which|in which|is|are|was|were|"
+    r"do|does|did|can)\b",
+    re.IGNORECASE,
+)
 _STOP = {"the", "a", "an", "of", "and", "its", "it", "is", "was", "to", "in", "on", "by", "for", "with"}
 _NOT_NAMES = {
     "Context",
@@ -299,8 +304,9 @@ def judge_example(
         m = re.match(r"Context:\s*(.*?)\s*Question:\s*(.*)$", given_in, re.S)
         if not m:
             return False, "input is not 'Context: ... Question: ...'"
-        if not m.group(2).strip().endswith("?"):
-            return False, "the question is not a question"
+        question = m.group(2).strip()
+        if not question.endswith("?") or not _WH.match(question):
+            return False, "the question is not a wh- or yes/no question"
         if not given_out or given_out not in m.group(1):
             return False, "the answer is not a span of the context"
         if len(given_out.split()) > 8:
@@ -315,6 +321,8 @@ def judge_example(
         if len(fields) < 2 or len(parts) != 3:
             return False, f"input is not '{': ... '.join(fields)}: ...'"
         premise, hypothesis = parts[1], parts[2]
+        if _content_words(hypothesis) == _content_words(premise):
+            return False, "the hypothesis only repeats the premise"
         if given_out.strip().lower() == "entailment":
             words = _content_words(hypothesis)
             if words and len(words & _content_words(premise)) / len(words) < 0.6:
