@@ -17,6 +17,8 @@ default). The answer's `verdict_field` says yes or no (case-insensitive; "true"/
                       counters and JSON repairs
 
 A row the teacher could not judge (every sample rejected) is kept by default and counted as unrated.
+``--dry-run`` prints how many requests would miss the cache, their estimated tokens and worst-case cost,
+and sends and writes nothing.
 """
 
 import json
@@ -59,12 +61,9 @@ def verdict_of(value: Any) -> str:
     return "yes" if text in YES else ("no" if text in NO else "unrated")
 
 
-def judge(
-    df: pl.DataFrame, params: Params, root: Path, engine: Any = None
-) -> tuple[list[str], list[str], dict[str, Any]]:
-    """Each row's verdict and reason, and the engine's counters (with JSON repairs)."""
-    from dagster_project.teacher.engine import TeacherEngine
-    from dagster_project.teacher.mapping import build_requests, map_prompt
+def requests_for(df: pl.DataFrame, params: Params, root: Path) -> tuple[Any, list[Any]]:
+    """The prompt and one request per row (row index carried as `_filter_row`)."""
+    from dagster_project.teacher.mapping import build_requests
     from dagster_project.teacher.prompts import load_prompt
 
     prompt = load_prompt(root / params.prompt)
@@ -86,6 +85,17 @@ def judge(
         temperature=params.temperature,
         seed=params.seed,
     )
+    return prompt, requests
+
+
+def judge(
+    df: pl.DataFrame, params: Params, root: Path, engine: Any = None
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Each row's verdict and reason, and the engine's counters (with JSON repairs)."""
+    from dagster_project.teacher.engine import TeacherEngine
+    from dagster_project.teacher.mapping import map_prompt
+
+    prompt, requests = requests_for(df, params, root)
     own = engine is None
     engine = engine or TeacherEngine(max_attempts=params.max_attempts)
     try:
@@ -139,11 +149,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0], kind="teacher_filter")
     parser.add_argument("--input", required=True, help="the table to filter (parquet/jsonl)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="estimate calls, tokens and cost; send and write nothing"
+    )
     args = parser.parse_args(argv)
     params: Params = load_stage_params(args.params, args.section, Params)
     df = read_table(Path(args.input))
     if df.height == 0:
         raise SystemExit(f"error: {args.section}: {args.input} has no rows to judge.")
+    if args.dry_run:
+        from dagster_project.teacher.engine import TeacherEngine
+
+        _, requests = requests_for(df, params, Path(args.params).parent)
+        with TeacherEngine(max_attempts=params.max_attempts) as engine:
+            estimate = {"stage": args.section, "backend": engine.backend_kind, **engine.estimate(requests)}
+        print(json.dumps(estimate, indent=2))
+        cost = estimate["cost_usd_max"]
+        print(
+            f"{args.section} --dry-run: {estimate['requests']} requests, {estimate['calls']} calls, "
+            f"<= {'unknown (no price)' if cost is None else f'${cost:.4f}'}",
+            file=sys.stderr,
+        )
+        return
     try:
         verdicts, reasons, counters = judge(df, params, Path(args.params).parent)
     except BudgetExceededError as exc:
