@@ -370,7 +370,9 @@ def generate(out: Path, seed: int = 0, n_test: int = 60) -> dict[str, int]:
     for t in source_towns[:80]:
         r = qa_item(t, rng)
         trivia.append({"question": r["question"], "context": r["context"], "answer": r["answer"]})
-    planted = qa_gold[0]  # a copy of a gold test item: decontamination must remove what is made from it
+    # A copy of a gold test item (the first "who founded" one, the kind the task's examples ask most):
+    # decontamination must remove what the transform makes of it.
+    planted = next(r for r in qa_gold if r["category"] == "founder")
     trivia.insert(
         17, {"question": planted["question"], "context": planted["context"], "answer": planted["answer"]}
     )

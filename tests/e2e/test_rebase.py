@@ -28,7 +28,7 @@ FIGURES = {
 COMMON = ["n_examples", "n_train", "distinct_2", "self_bleu_4", "mean_pairwise_cosine", "mauve_vs_gold",
           "filter_n_in", "filter_kept_share"]  # fmt: skip
 TIMEOUT_S = 3600  # a hang guard on a shared CI host, not a speed check (wall time is printed)
-SIZE = 40  # rows selected (and synthesized) per task: small for CI; the committed build uses 200
+SIZE = 120  # rows selected (and synthesized) per task, the planted copy included (rank 98); committed: 200
 
 
 def ran(output: str) -> set[str]:
@@ -85,10 +85,10 @@ def test_banned_benchmark_and_planted_gold_copy(built):
         report = json.loads((assets / f"selected_{task}/report.json").read_text())
         assert report["banned"]["datasets"] == {"harborqa": 60}
     selected = pl.read_parquet(assets / "selected_qa/selection.parquet")
-    assert "harbor_trivia/default/train/17" in selected["key"].to_list()  # the planted copy of qa-000
+    assert "harbor_trivia/default/train/17" in selected["key"].to_list()  # the planted copy of qa-004
     removed = pl.read_parquet(assets / "deduped_qa_rebase/removed.parquet")
     contaminated = removed.filter(pl.col("reason") == "contaminated")
-    assert contaminated["duplicate_of"].to_list() == ["qa-000"]
+    assert contaminated["duplicate_of"].to_list() == ["qa-004"]
     assert contaminated["detail"][0].startswith("qa_test.jsonl")
 
 

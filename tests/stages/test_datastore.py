@@ -75,6 +75,6 @@ def test_the_planted_gold_copy_is_removed_by_decontamination_and_listed(demo):
     )  # fmt: skip
     _, _, removed, report = dedup(pl.DataFrame(rows), load_eval_sets(gold, ["input"]), params)
     contaminated = removed.filter(pl.col("reason") == "contaminated")
-    assert contaminated.select("id", "duplicate_of").rows() == [("r17", "qa-000")]  # the planted row
+    assert contaminated.select("id", "duplicate_of").rows() == [("r17", "qa-004")]  # the planted row
     assert contaminated["detail"][0].startswith("qa_test.jsonl")
     assert report["removed"]["contaminated"] == 1

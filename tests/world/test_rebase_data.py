@@ -27,6 +27,7 @@ def test_the_planted_gold_copy_and_the_benchmark(tmp_path):
     gold = pl.read_ndjson(tmp_path / "gold/qa_test.jsonl")
     trivia = pl.read_parquet(tmp_path / "sources/harbor_trivia/train.parquet")
     planted = trivia.row(17, named=True)
-    assert f"Context: {planted['context']} Question: {planted['question']}" == gold["input"][0]
+    assert f"Context: {planted['context']} Question: {planted['question']}" == gold["input"][4]
+    assert gold["id"][4] == "qa-004" and gold["category"][4] == "founder"
     bench = pl.read_ndjson(tmp_path / "sources/harborqa/test.jsonl")
     assert bench["question"].to_list() == gold["question"].to_list()  # the target benchmark itself
