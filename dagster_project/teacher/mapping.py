@@ -47,7 +47,7 @@ class MapResult:
     rejects: list[dict[str, Any]]
     n_requests: int
     reject_reasons: dict[str, int] = field(default_factory=dict)
-    # accepted answers whose JSON needed a repair (teacher/lenient_json.py), by repair; "answers" = total
+    # accepted answers whose JSON needed a repair (teacher/lenient_json.py), by repair; answers_repaired: all
     json_repairs: dict[str, int] = field(default_factory=dict)
 
 

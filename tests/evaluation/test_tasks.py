@@ -35,7 +35,7 @@ def summarize(task, predictions, items, labels=(), judge=None, n_resamples=1000,
 
 
 def test_one_registry_of_task_classes():
-    assert list(TASKS) == ["qa", "multi_turn_qa", "classification", "free_text"]
+    assert list(TASKS) == ["qa", "multi_turn_qa", "classification", "free_text", "cot_answer"]
     assert all(issubclass(cls, Task) and cls.name == name for name, cls in TASKS.items())
     with pytest.raises(ValueError, match="unknown task 'ner'"):
         task_class("ner")
