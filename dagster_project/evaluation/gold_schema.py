@@ -17,7 +17,8 @@ Canonical rows and the formats accepted, per task kind (`evaluate.task`):
   accepted: `story` becomes `context`, and `questions` + `answers` (Hugging Face: a list of strings and
   `{"input_text": [...]}`; official: lists of `{"input_text": ...}`) become `turns`.
 - `classification`: a label in the reference column (default `label`): a non-empty string (a number or
-  boolean is read as its text); the text to classify in `text` or `context`.
+  boolean is read as its text); the text to classify in any columns the student's prompt format reads
+  (`text` in the default format; checked against `train.prompt_format`, not here).
 - `free_text`: the reference is optional (shown to the judge when present).
 
 Every row must also hold the columns the student's prompt format names (checked against
@@ -206,9 +207,7 @@ def _classification(row: dict, column: str | None) -> str | None:
             "label) or set evaluate.reference_column to the column holding it"
         )
     row[col] = value
-    if not any(isinstance(row.get(c), str) for c in ("text", "context")):
-        return "no `text` (or `context`) to classify; give each row the text as `text`"
-    return None
+    return None  # the columns the student reads are checked against its prompt format (any columns)
 
 
 def _free_text(row: dict, column: str | None) -> str | None:

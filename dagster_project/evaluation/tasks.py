@@ -21,6 +21,9 @@ SQuAD-style `answers` mapping with a `text` list.
   `evaluate.labels` (`metrics.classification.map_to_label`; unmatched text is `<invalid>`). Scores:
   accuracy, macro-F1, per-class P/R/F1, confusion matrix. For a student in the default QA format, an item
   also gets `context` (the row's `text`) and a `question` (the row's, or a generic one).
+- `cot_answer`: a chain of thought ending in a final answer ("12 + 5 = 17. Answer: 17"); reference column
+  default `answer`. Only the final answer is scored (numbers by value): answer accuracy, the share of
+  answers with a final-answer marker, and chain-of-thought length in words (mean, median, max).
 - `free_text`: a judge (the teacher with a judge prompt) labels each answer a success or not; the
   reference (column default `answer`, optional) is shown to the judge. Scores: success rate with a 95%
   percentile-bootstrap interval; answers the judge could not label are counted, not guessed.
@@ -30,6 +33,7 @@ best and worst examples in the report.
 """
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -354,4 +358,91 @@ class FreeText(Task):
         return [
             {"actual": c, "predicted": "unjudged" if math.isnan(s) else ("success" if s >= 1.0 else "fail")}
             for c, s in zip(table["category"], table["score"], strict=True)
+        ]
+
+
+_FINAL_ANSWER = re.compile(r"answer\s*(?:is)?\s*[:=]?\s*([^\s.,;!?][^\n]*?)\s*[.;!]?\s*$", re.IGNORECASE)
+_NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?$")
+
+
+def final_answer(text: str) -> tuple[str | None, str]:
+    """(the final answer, the reasoning before it) of a chain-of-thought answer: the text after the last
+    "Answer:" (or "answer is", "Answer =") marker; (None, text) when there is no marker."""
+    text = str(text or "")
+    marks = list(re.finditer(r"\banswer\b", text, re.IGNORECASE))
+    for mark in reversed(marks):
+        found = _FINAL_ANSWER.match(text, mark.start())
+        if found:
+            return found.group(1).strip(), text[: mark.start()].strip()
+    return None, text.strip()
+
+
+def same_answer(predicted: str | None, reference: str) -> bool:
+    """Numbers compare by value ("1,200" == "1200.0"); other answers by their normalized words."""
+    if predicted is None:
+        return False
+    p, r = predicted.strip(), str(reference).strip()
+    if _NUMBER.match(p) and _NUMBER.match(r):
+        return float(p.replace(",", "")) == float(r.replace(",", ""))
+    norm = lambda s: " ".join(re.sub(r"[^\w\s]", " ", s.lower()).split())  # noqa: E731
+    return norm(p) == norm(r)
+
+
+@register
+class ChainOfThoughtAnswer(Task):
+    """A reasoning task answered with a chain of thought ending in a final answer ("... Answer: 17").
+
+    Only the final answer is scored (the reasoning may be anything): `answer_accuracy` is the share of
+    items whose final answer equals the reference (column default `answer`; a full gold chain of thought is
+    accepted too, its final answer is taken); `answer_found_rate` the share with a final-answer marker at
+    all; `cot_words_*` the length of the reasoning before the marker (mean, median, max), in words.
+    """
+
+    name = "cot_answer"
+    headline_keys = ["answer_accuracy", "answer_found_rate", "cot_words_mean"]
+    category_key = "answer_accuracy"
+    metric_note = (
+        "only the final answer (the text after the last 'Answer:') is compared with the reference (numbers "
+        "by value), never the reasoning; answer-found rate and chain-of-thought length (words before the "
+        "final answer) are reported beside it."
+    )
+    input_columns = {"input": "input"}
+
+    def _reference(self, row):  # noqa: ANN001, ANN202
+        ref = reference_value(row.get(self.reference_column, "")) if self.reference_column else ""
+        refs = [ref] if isinstance(ref, str) else ref
+        return [final_answer(r)[0] or r for r in refs]
+
+    def score(self, predictions, items):  # noqa: ANN001, ANN201
+        per_item = []
+        for pred, it in zip(predictions, items, strict=True):
+            answer, reasoning = final_answer(pred)
+            refs = it["reference"] if isinstance(it["reference"], list) else [it["reference"]]
+            correct = float(any(same_answer(answer, r) for r in refs))
+            words = len(reasoning.split()) if answer is not None else len(str(pred).split())
+            per_item.append(
+                {
+                    "answer_accuracy": correct,
+                    "answer_found": float(answer is not None),
+                    "cot_words": float(words),
+                    "score": correct,
+                }
+            )
+        n = len(per_item)
+        words = sorted(s["cot_words"] for s in per_item)
+        headline = {
+            "answer_accuracy": sum(s["answer_accuracy"] for s in per_item) / n if n else 0.0,
+            "answer_found_rate": sum(s["answer_found"] for s in per_item) / n if n else 0.0,
+            "cot_words_mean": sum(words) / n if n else 0.0,
+            "cot_words_median": (words[(n - 1) // 2] + words[n // 2]) / 2 if n else 0.0,
+            "cot_words_max": words[-1] if n else 0.0,
+        }
+        return headline, per_item
+
+    def confusion_rows(self, table):  # noqa: ANN001, ANN201
+        return [
+            {"actual": c, "predicted": "right" if a >= 1.0 else ("wrong" if f else "no answer")}
+            for c, a, f in zip(
+                table["category"], table["answer_accuracy"], table["answer_found"], strict=True
+            )
         ]

@@ -82,15 +82,18 @@ def mauve_score(
 
 def dataset_figures(
     texts: Sequence[str],
-    labels: Sequence[str],
+    labels: Sequence[str] | None,
     embedder: Embedder,
     gold_texts: Sequence[str],
-    classifier: LabelClassifier,
+    classifier: LabelClassifier | None,
     max_texts: int = 1000,
     mauve_buckets: int = 30,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every dataset figure of one arm (see the module doc)."""
+    """Every dataset figure of one arm (see the module doc). Without `labels` (rows that are no labelled
+    texts) the label figures are None; without `classifier` label preservation is None."""
+    unlabelled = labels is None
+    labels = ["all"] * len(texts) if labels is None else labels
     counts = Counter(str(label) for label in labels)
     bleu = self_bleu(list(texts), max_n=5, max_hypotheses=max_texts, seed=seed)
     entities = entity_entropy_of_texts(texts)
@@ -108,12 +111,17 @@ def dataset_figures(
         "mean_pairwise_cosine": pairwise.mean_cosine,
         "labelwise_cosine": labelwise.mean,
         "mauve_vs_gold": mauve_score(texts, gold_texts, embedder, mauve_buckets, seed)["mauve"],
-        "label_preservation": classifier.accuracy(texts, labels),
+        "label_preservation": classifier.accuracy(texts, labels) if classifier else None,
         "backends": {
             "entity_entropy": entities.backend,
             "cosine": pairwise.backend,
             "mauve": f"mauve-text over {embedder.name} features",
-            "label_preservation": classifier.name,
+            "label_preservation": classifier.name if classifier else None,
         },
     }
+    if unlabelled:
+        figures.update(label_counts={}, label_entropy_bits=None, labelwise_cosine=None)
+    if classifier is None:
+        figures["label_preservation"] = None
+        figures["backends"].pop("label_preservation")
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()}

@@ -8,9 +8,14 @@ curated split (`<DEDUPED>/report.json`) and the student's scores (`<EVAL_REPORT>
 computes the dataset figures of `metrics/datasets.py` on the synthesized texts (a seeded sample of the
 smallest arm's size, so arms compare fairly): label distribution,
 distinct-n, self-BLEU-1..5, entity entropy, mean pairwise and label-wise cosine, MAUVE against the gold
-test texts, label preservation (a classifier trained on `gold_train`). Writes (atomically):
+test texts, label preservation (a classifier trained on `gold_train`). With `label_column: null` (rows
+that are no labelled texts, e.g. {input, output} examples) the label figures are left out; without
+`gold_train` label preservation is. When an arm's SYNTHESIZED folder is a `teacher_filter` output its
+`stats.json` adds the rows judged and the share surviving the filter. Every number of the student's
+headline (exact match, token F1, final-answer accuracy, chain-of-thought length, ...) gets a row.
+Writes (atomically):
 
-    metrics.json   per arm: counts, dataset figures, the student's accuracy and macro-F1
+    metrics.json   per arm: counts, dataset figures, filter figures, the student's figures
     table.csv      one row per (arm, figure): the side-by-side table
     report.md, report.html   the table, the label distributions, and which backend made each figure
 """
@@ -50,15 +55,22 @@ ROWS = [
     ("student_accuracy", "student accuracy (gold test)", "higher"),
     ("student_macro_f1", "student macro-F1 (gold test)", "higher"),
 ]
+# Rows shown only when some arm has them: a filter stage's stats (teacher_filter) and the student's other
+# headline figures (exact match, token F1, final-answer accuracy, chain-of-thought length, ...).
+OPTIONAL_ROWS = [
+    ("filter_n_in", "rows the filter judged", ""),
+    ("filter_kept_share", "share of rows surviving the filter", "higher = fewer bad rows"),
+]
 
 
 class Params(StageParams):
     """`compare`: the gold data the arms are measured against, and the figures' settings."""
 
     gold_test: DataFile  # JSONL with the text and label columns: MAUVE's reference texts
-    gold_train: DataFile  # JSONL with the text and label columns: trains the label-preservation classifier
+    # JSONL with the text and label columns: trains the label-preservation classifier (null: no such figure)
+    gold_train: DataFile | None = None
     text_column: str = "text"
-    label_column: str = "label"
+    label_column: str | None = "label"  # null: rows are no labelled texts (no label figures)
     embedding_model: str | None = None  # null: the bundled all-MiniLM-L6-v2
     # auto falls back to TF-IDF when the model cannot load (the report names the backend that ran);
     # sentence-transformers fails instead, so figures never silently change meaning
@@ -78,17 +90,37 @@ def read_jsonl(path: Path, columns: list[str]) -> pl.DataFrame:
 
 
 def student_scores(eval_dir: Path) -> dict[str, Any]:
-    """The student's accuracy and macro-F1 from an evaluate stage's metrics.json (None where absent)."""
+    """The student's figures from an evaluate stage's metrics.json as `student_<figure>`: accuracy and
+    macro-F1 (None where absent) and every other number of its headline."""
     path = eval_dir / "metrics.json"
     metrics = json.loads(path.read_text()) if path.exists() else {}
     student = metrics.get("student", {})
-    return {"student_accuracy": student.get("accuracy"), "student_macro_f1": student.get("macro_f1")}
+    numbers = {
+        f"student_{k}": v
+        for k, v in student.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return {
+        "student_accuracy": student.get("accuracy"),
+        "student_macro_f1": student.get("macro_f1"),
+        **numbers,
+    }
+
+
+def filter_figures(synthesized: Path) -> dict[str, Any]:
+    """What a filter stage (teacher_filter) kept, when the arm's rows come from one (else nothing)."""
+    path = synthesized / "stats.json"
+    stats = json.loads(path.read_text()) if path.exists() else {}
+    if "kept_share" not in stats:
+        return {}
+    return {"filter_n_in": stats.get("n_in"), "filter_kept_share": stats["kept_share"]}
 
 
 def read_examples(synthesized: Path, params: Params, name: str) -> pl.DataFrame:
     """An arm's synthesized examples; the text and label columns must be there."""
     examples = pl.read_parquet(synthesized / "examples.parquet")
-    missing = [c for c in (params.text_column, params.label_column) if c not in examples.columns]
+    columns = [params.text_column, *([params.label_column] if params.label_column else [])]
+    missing = [c for c in columns if c not in examples.columns]
     if missing:
         raise SystemExit(f"error: compare: arm {name}: examples have no column(s) {missing}")
     return examples
@@ -116,9 +148,10 @@ def arm_figures(
     )
     rejects = pl.read_parquet(synthesized / "rejects.parquet")
     report = json.loads((deduped / "report.json").read_text())
+    label = params.label_column
     figures = dataset_figures(
         sample[params.text_column].to_list(),
-        [str(v) for v in sample[params.label_column].to_list()],
+        [str(v) for v in sample[label].to_list()] if label else None,
         embedder,
         gold[params.text_column].to_list(),
         classifier,
@@ -126,8 +159,8 @@ def arm_figures(
         mauve_buckets=params.mauve_buckets,
         seed=params.seed,
     )
-    counts = examples[params.label_column].cast(pl.String).value_counts().sort(params.label_column)
-    figures["label_counts"] = dict(counts.iter_rows())
+    if label:
+        figures["label_counts"] = dict(examples[label].cast(pl.String).value_counts().sort(label).iter_rows())
     return {
         "n_examples": examples.height,
         "n_compared": sample.height,
@@ -135,6 +168,7 @@ def arm_figures(
         "reject_reasons": dict(rejects.group_by("reason").len().sort("reason").iter_rows()),
         "n_train": report.get("n_train"),
         **figures,
+        **filter_figures(synthesized),
         **student_scores(eval_dir),
     }
 
@@ -151,11 +185,23 @@ def render(arms: dict[str, dict[str, Any]], meta: dict[str, Any]) -> tuple[str, 
     """report.md, report.html and the table rows."""
     names = list(arms)
     table = [["figure", *names, "reading"]]
-    for key, label, better in ROWS:
+    shown = {k for k, _, _ in ROWS}
+    student = sorted({k for a in arms.values() for k in a if k.startswith("student_") and k not in shown})
+    optional = [r for r in OPTIONAL_ROWS if any(arms[n].get(r[0]) is not None for n in names)]
+    optional += [(k, f"student {k.removeprefix('student_')} (gold test)", "") for k in student]
+    for key, label, better in ROWS + optional:
+        if key in (
+            "label_entropy_bits",
+            "labelwise_cosine",
+            "label_preservation",
+            "student_accuracy",
+            "student_macro_f1",
+        ) and all(arms[n].get(key) is None for n in names):
+            continue  # a figure no arm has (unlabelled rows, another task's student)
         table.append([label, *(_fmt(arms[n].get(key)) for n in names), better])
-    labels = sorted({lab for a in arms.values() for lab in a["label_counts"]})
+    labels = sorted({lab for a in arms.values() for lab in a.get("label_counts", {})})
     dist = [["label", *names]] + [
-        [lab, *(str(arms[n]["label_counts"].get(lab, 0)) for n in names)] for lab in labels
+        [lab, *(str(arms[n].get("label_counts", {}).get(lab, 0)) for n in names)] for lab in labels
     ]
     backends = arms[names[0]]["backends"] if names else {}
 
@@ -163,16 +209,17 @@ def render(arms: dict[str, dict[str, Any]], meta: dict[str, Any]) -> tuple[str, 
         out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
-    notes = [f"- {k}: {v}" for k, v in backends.items()]
+    notes = [f"- {k}: {v}" for k, v in backends.items() if v is not None]
     notes.append(f"- gold test texts: {meta['gold_test']} ({meta['n_gold_test']} rows)")
-    notes.append(
-        f"- label-preservation classifier accuracy on the gold test set: {_fmt(meta['classifier_gold_acc'])}"
-    )
+    if meta.get("classifier_gold_acc") is not None:
+        acc = _fmt(meta["classifier_gold_acc"])
+        notes.append(f"- label-preservation classifier accuracy on the gold test set: {acc}")
+    dist_md = f"## Label distribution of the synthesized examples\n\n{md(dist)}\n\n" if labels else ""
     text_md = (
         "# Comparison of the recipe's arms\n\n"
         "Dataset figures are computed on each arm's synthesized examples; student scores on the gold "
         "test set.\n\n"
-        f"{md(table)}\n\n## Label distribution of the synthesized examples\n\n{md(dist)}\n\n"
+        f"{md(table)}\n\n{dist_md}"
         "## What made each figure\n\n" + "\n".join(notes) + "\n"
     )
 
@@ -186,8 +233,9 @@ def render(arms: dict[str, dict[str, Any]], meta: dict[str, Any]) -> tuple[str, 
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}td:first-child,th:first-child"
         "{text-align:left}</style></head><body><h1>Comparison of the recipe's arms</h1>"
-        f"{html_table(table)}<h2>Label distribution of the synthesized examples</h2>{html_table(dist)}"
-        "<h2>What made each figure</h2><ul>"
+        f"{html_table(table)}"
+        + (f"<h2>Label distribution of the synthesized examples</h2>{html_table(dist)}" if labels else "")
+        + "<h2>What made each figure</h2><ul>"
         + "".join(f"<li>{html.escape(n[2:])}</li>" for n in notes)
         + "</ul></body></html>\n"
     )
@@ -213,16 +261,18 @@ def main(argv: list[str] | None = None) -> None:
     params: Params = load_stage_params(args.params, args.section, Params)
     root = Path(args.params).parent
 
-    columns = [params.text_column, params.label_column]
+    columns = [params.text_column, *([params.label_column] if params.label_column else [])]
     gold_test = read_jsonl(root / params.gold_test, columns)
-    gold_train = read_jsonl(root / params.gold_train, columns)
     embedder = resolve_embedder(params.embedding_model, params.embedding_backend)
-    classifier = LabelClassifier(
-        gold_train[params.text_column].to_list(),
-        gold_train[params.label_column].to_list(),
-        embedder,
-        params.seed,
-    )
+    classifier = None
+    if params.gold_train is not None and params.label_column:
+        gold_train = read_jsonl(root / params.gold_train, columns)
+        classifier = LabelClassifier(
+            gold_train[params.text_column].to_list(),
+            gold_train[params.label_column].to_list(),
+            embedder,
+            params.seed,
+        )
     n_compared = min(read_examples(Path(arm[1]), params, arm[0]).height for arm in args.arm)
     arms = {
         name: arm_figures(name, dirs, n_compared, params, gold_test, embedder, classifier)
@@ -233,7 +283,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_gold_test": gold_test.height,
         "classifier_gold_acc": classifier.accuracy(
             gold_test[params.text_column].to_list(), gold_test[params.label_column].to_list()
-        ),
+        )
+        if classifier is not None and params.label_column
+        else None,
     }
     text_md, text_html, table = render(arms, meta)
     out = Path(args.out)

@@ -16,7 +16,7 @@ prompt file's `output` block (explode, declared checks: see teacher/prompts.py).
 - `rejects.parquet`: request_id, the carried id columns, attempt, reason, raw (every rejected sample or row)
 - `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason, 429s,
   pause time, tokens in/out, wall time, estimated cost in USD per model) plus n_requests, n_examples,
-  n_rejects
+  n_rejects and json_repairs (accepted answers whose JSON needed a repair: fences, prose, trailing commas)
 
 A run that yields no example at all fails (exit 5) naming the reject reasons: an empty table is never a
 successful build. ``--dry-run`` renders every request and prints (JSON) how many would miss the cache and
@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         "rejects_by_reason": dict(
             sorted(Counter(r.split(":", 1)[0] for r in rejects["reason"].to_list()).items())
         ),
+        "json_repairs": result.json_repairs,  # accepted answers whose JSON the lenient parser repaired
         **({"shots_per_request": dict(sorted(sampler.counts.items()))} if sampler else {}),
     }
     with atomic_output_dir(args.out) as tmp:

@@ -31,6 +31,7 @@ from dagster_project.teacher.engine import (
     TeacherResult,
     TeacherUnreachableError,
 )
+from dagster_project.teacher.lenient_json import repairs_of
 from dagster_project.teacher.prompts import Prompt
 
 RAW_MAX_CHARS = 2000
@@ -46,6 +47,8 @@ class MapResult:
     rejects: list[dict[str, Any]]
     n_requests: int
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    # accepted answers whose JSON needed a repair (teacher/lenient_json.py), by repair; answers_repaired: all
+    json_repairs: dict[str, int] = field(default_factory=dict)
 
 
 def build_requests(
@@ -211,8 +214,20 @@ def map_prompt(
     carry: Mapping[str, str] | None = None,
 ) -> MapResult:
     """Send `requests` (from `build_requests`) and collect validated rows and rejects."""
-    rows, rejects = collect(prompt, run_requests(engine, requests), carry)
+    results = run_requests(engine, requests)
+    rows, rejects = collect(prompt, results, carry)
     reasons: dict[str, int] = {}
     for rej in rejects:
         reasons[rej["reason"]] = reasons.get(rej["reason"], 0) + 1
-    return MapResult(rows, rejects, len(requests), dict(sorted(reasons.items())))
+    return MapResult(rows, rejects, len(requests), dict(sorted(reasons.items())), count_repairs(results))
+
+
+def count_repairs(results: Sequence[TeacherResult]) -> dict[str, int]:
+    """How many accepted answers needed a JSON repair, by repair, and `answers_repaired` in all."""
+    counts: dict[str, int] = {}
+    for res in results:
+        found = repairs_of(res.raw) if res.ok else ()
+        for repair in found:
+            counts[repair] = counts.get(repair, 0) + 1
+        counts["answers_repaired"] = counts.get("answers_repaired", 0) + bool(found)
+    return dict(sorted(counts.items()))

@@ -2,18 +2,19 @@
 why it was rejected when it was.
 
 Reasons: ``truncated`` (finish_reason ``length``), ``html_body`` (an HTML page, e.g. a proxy error),
-``refusal`` ("I can't ...", "As an AI ..."), ``malformed_json``, ``schema: <message>``. The SDK hands all
-of these back as successes, so every answer goes through here.
+``refusal`` ("I can't ...", "As an AI ..."), ``malformed_json``, ``schema: <message>``. The SDK hands
+all of these back as successes, so every answer goes through here. JSON is read leniently
+(`teacher/lenient_json.py`); `teacher.mapping` counts the repairs each accepted answer needed.
 """
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 
-_FENCE = re.compile(r"^\s*```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+from dagster_project.teacher.lenient_json import parse_lenient
+
 _HTML = re.compile(r"^\s*(<!doctype\s+html|<html[\s>])|<body[\s>]|</html>", re.IGNORECASE)
 _REFUSAL = re.compile(
     r"\b(i\s+can(?:no|')t|i\s+cannot|i\s+am\s+(?:not\s+able|unable)|i'm\s+(?:not\s+able|unable|sorry)|"
@@ -37,21 +38,9 @@ class Verdict:
 
 
 def extract_json(text: str) -> Any:
-    """Parse JSON from a model answer: strip a ``` fence, else take the outermost {...}. Raises ValueError."""
-    match = _FENCE.match(text)
-    if match:
-        text = match.group(1)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    start, end = text.find("{"), text.rfind("}")
-    if start == -1 or end <= start:
-        raise ValueError("no JSON object in the answer")
-    try:
-        return json.loads(text[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc}") from None
+    """Parse JSON from a model answer with the lenient parser (`teacher/lenient_json.py`: code fences,
+    prose around the object, trailing commas, raw line breaks in strings). Raises ValueError."""
+    return parse_lenient(text).value
 
 
 def _schema_message(error: jsonschema.ValidationError) -> str:

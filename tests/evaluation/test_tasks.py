@@ -35,7 +35,7 @@ def summarize(task, predictions, items, labels=(), judge=None, n_resamples=1000,
 
 
 def test_one_registry_of_task_classes():
-    assert list(TASKS) == ["qa", "multi_turn_qa", "classification", "free_text"]
+    assert list(TASKS) == ["qa", "multi_turn_qa", "classification", "free_text", "cot_answer"]
     assert all(issubclass(cls, Task) and cls.name == name for name, cls in TASKS.items())
     with pytest.raises(ValueError, match="unknown task 'ner'"):
         task_class("ner")
@@ -340,3 +340,36 @@ def test_the_predictions_table_shows_a_classification_item_by_its_text():
     metrics, table = score_systems(task, task.items(rows), {"student": ["weather", "weather"]})
     assert table.columns[:5] == ["id", "turn", "category", "text", "answer"]
     assert metrics["student"]["accuracy"] == 0.5 and metrics["student"]["macro_f1"] == pytest.approx(1 / 3)
+
+
+# --- cot_answer: the final answer is scored, never the reasoning
+
+
+def test_cot_answer_scores_the_final_answer_only():
+    from dagster_project.evaluation.tasks import ChainOfThoughtAnswer, final_answer
+
+    task = ChainOfThoughtAnswer(reference_column="answer")
+    rows = [
+        {"id": "a", "input": "x", "answer": "17"},
+        {"id": "b", "input": "y", "answer": "1200"},
+        {"id": "c", "input": "z", "answer": "8"},
+        {"id": "d", "input": "w", "output": "2 * 4 = 8. Answer: 8"},
+    ]
+    items = task.items(rows[:3])
+    predictions = [
+        "12 + 9 = 99, which is silly. Answer: 17",  # wrong reasoning, right final answer: correct
+        "the answer is 1,200.",  # the number by value
+        "2 * 4 = 8. Answer: 9",  # right reasoning, wrong final answer: wrong
+    ]
+    headline, per_item = task.score(predictions, items)
+    assert [s["answer_accuracy"] for s in per_item] == [1.0, 1.0, 0.0]
+    assert headline["answer_accuracy"] == 2 / 3 and headline["answer_found_rate"] == 1.0
+    assert [s["cot_words"] for s in per_item] == [8.0, 1.0, 5.0]  # words before the marker
+    assert headline["cot_words_max"] == 8.0 and headline["cot_words_median"] == 5.0
+    # no final-answer marker: wrong and counted as not found, whatever numbers the text holds
+    headline, per_item = task.score(["17"], items[:1])
+    assert per_item[0]["answer_found"] == 0.0 and headline["answer_accuracy"] == 0.0
+    # a gold chain of thought as the reference: its final answer is what counts
+    full = ChainOfThoughtAnswer(reference_column="output").items(rows[3:])
+    assert full[0]["reference"] == ["8"]
+    assert final_answer("Answer: 3. So the answer is 4") == ("4", "Answer: 3. So the")

@@ -307,3 +307,31 @@ def test_a_malformed_jsonl_line_is_named_and_csv_is_read(recipe):
     csv_table = recipe / "rows.csv"
     pl.DataFrame({"passage_id": ["p1", "p2"], "text": [PASSAGES["p1"], PASSAGES["p2"]]}).write_csv(csv_table)
     assert set(_run_input(recipe, csv_table)["passage_id"]) == {"p1", "p2"}
+
+
+class SloppyJSONTeacher:
+    """Answers wrapped in prose and a code fence, with a trailing comma; or no JSON at all for p2."""
+
+    def chat(self, messages, *, model="offline-teacher", temperature=0.0, seed=None, max_tokens=None):
+        passage = messages[-1]["content"].split("<passage>\n", 1)[1].split("\n</passage>", 1)[0]
+        if passage.startswith("The capital"):
+            return {"content": "Sorry, here are no pairs.", "finish_reason": "stop", "usage": {}}
+        first = passage.split()[0]
+        pair = '{"question": "What is the first word of the passage?", "answer": "' + first + '"}'
+        body = '{"pairs": [' + pair + ",],}"
+        return {
+            "content": f"Here you go:\n```json\n{body}\n```\nEnjoy!",
+            "finish_reason": "stop",
+            "usage": {},
+        }
+
+
+def test_sloppy_json_over_http_is_repaired_and_counted(recipe, monkeypatch):
+    with serve_in_thread(teacher=SloppyJSONTeacher()) as url:
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URL", url)
+        examples, rejects, stats = run(recipe)
+    assert examples["answer"].to_list() == ["Alice"]
+    assert stats["json_repairs"] == {
+        "answers_repaired": 1, "code_fence": 1, "prose_around": 1, "trailing_comma": 1,
+    }  # fmt: skip
+    assert set(rejects["reason"]) == {"malformed_json"}  # every sample for p2; kept with its raw answer
