@@ -94,7 +94,7 @@ def test_a_copied_folder_is_a_new_recipe(built):
     listed = run(["distill", "recipes", "--project", str(root)], cwd=root).stdout
     assert "mytopics" in listed
     out = dvc("repro", "examples/mytopics/dvc.yaml", cwd=root, timeout=TIMEOUT_S).stdout
-    assert "compare" in ran(out, "examples/mytopics")
+    assert "compare" in stages_ran(out, "examples/mytopics")
     metrics = json.loads((new / "assets/comparison/metrics.json").read_text())
     for arm in ARMS:
         assert set(metrics["arms"][arm]["label_counts"]) <= set(labels)
