@@ -294,9 +294,10 @@ def test_a_cache_line_without_response_is_skipped_and_replay_needs_no_endpoint(s
 # ------------------------------------------------------------------------------ endpoint (items 7, 8)
 
 
-def test_a_hanging_connect_is_retried_after_the_connect_timeout_and_named(tmp_path):
+@pytest.mark.parametrize("transport", ["http", "aiohttp", "openai-sdk"])
+def test_a_hanging_connect_is_retried_after_the_connect_timeout_and_named(tmp_path, transport):
     """A listen backlog that is full drops the SYN: without a connect timeout the request waits for the
-    whole request timeout; with it, each attempt gives up after the connect timeout."""
+    whole request timeout; with it, each attempt gives up after the connect timeout (every transport)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -311,7 +312,10 @@ def test_a_hanging_connect_is_retried_after_the_connect_timeout_and_named(tmp_pa
     request = TeacherRequest.from_prompt(prompt, model="teacher-model", seed=0, passage="Ostra.", count=1)
     eng = TeacherEngine(
         cache=ResponseCache(tmp_path),
-        env={"DISTILL_TEACHER_BASE_URL": f"http://127.0.0.1:{port}/v1"},
+        env={
+            "DISTILL_TEACHER_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            "DISTILL_TEACHER_TRANSPORT": transport,
+        },
         limits=EngineLimits(connect_timeout_s=0.3, timeout_s=60),
         progress=False,
         max_retries=1,

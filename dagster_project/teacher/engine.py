@@ -318,19 +318,25 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 class _OpenAIBackend:
     """Any OpenAI-compatible endpoint through `openai.AsyncOpenAI` (aiohttp transport when available)."""
 
-    def __init__(self, base_url: str, api_key: str | None, timeout_s: float):
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float, connect_timeout_s: float = 10.0):
+        self.connect_timeout_s = connect_timeout_s
+        timeout = self._timeout(timeout_s)
         try:
-            http_client = openai.DefaultAioHttpClient(timeout=timeout_s)
+            http_client = openai.DefaultAioHttpClient(timeout=timeout)
         except (AttributeError, RuntimeError):  # older SDK or no aiohttp extra: the default httpx pool
             http_client = None
         # The SDK's own retries are off: ours count them and honour Retry-After the same way for all.
         self.client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",
-            timeout=timeout_s,
+            timeout=timeout,
             max_retries=0,
             http_client=http_client,
         )
+
+    def _timeout(self, timeout_s: float) -> openai.Timeout:
+        """The whole-request limit, with a new connection held to the (much shorter) connect limit."""
+        return openai.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         kwargs = request_body(payload)
@@ -340,15 +346,15 @@ class _OpenAIBackend:
             # transforming params and building pydantic models; a non-JSON body (an HTML error page)
             # stays visible as such.
             body = await self.client.post(
-                "/chat/completions", cast_to=bytes, body=kwargs, options={"timeout": timeout_s}
+                "/chat/completions", cast_to=bytes, body=kwargs, options={"timeout": self._timeout(timeout_s)}
             )
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
             raise TeacherConfigError(
                 f"teacher endpoint refused the request ({exc.status_code}): {exc.message}. "
                 "Check OPENAI_API_KEY and the model name."
             ) from None
-        except openai.APITimeoutError:
-            raise _RetryableError("timeout") from None
+        except openai.APITimeoutError as exc:
+            raise _RetryableError(_timeout_kind(exc)) from None
         except openai.APIConnectionError as exc:
             raise _RetryableError(f"connection error: {exc.message}") from None
         except openai.APIStatusError as exc:
@@ -360,6 +366,16 @@ class _OpenAIBackend:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _timeout_kind(exc: BaseException) -> str:
+    """'connect timeout' when the SDK's timeout was raised while connecting, else 'timeout'."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if "connect" in type(cause).__name__.lower():  # httpx ConnectTimeout, aiohttp ConnectionTimeoutError
+            return "connect timeout"
+        cause = cause.__cause__ or cause.__context__
+    return "timeout"
 
 
 def _error_message(body: bytes) -> str:
@@ -455,6 +471,8 @@ class _HttpBackend:
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers
+        except aiohttp.ConnectionTimeoutError:
+            raise _RetryableError("connect timeout") from None
         except TimeoutError:
             raise _RetryableError("timeout") from None
         except aiohttp.ClientError as exc:
@@ -572,7 +590,12 @@ class TeacherEngine:
         if self.base_url:
             transport = self._env.get("DISTILL_TEACHER_TRANSPORT") or "http"
             if transport == "openai-sdk":
-                return _OpenAIBackend(self.base_url, self._env.get("OPENAI_API_KEY"), self.timeout_s)
+                return _OpenAIBackend(
+                    self.base_url,
+                    self._env.get("OPENAI_API_KEY"),
+                    self.timeout_s,
+                    self.limits.connect_timeout_s,
+                )
             if transport == "aiohttp":
                 return _HttpBackend(self.base_url, self._env, self.concurrency, self.limits.connect_timeout_s)
             if transport != "http":

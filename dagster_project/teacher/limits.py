@@ -19,7 +19,7 @@ never params: moving to another provider must not invalidate any asset.
 ``DISTILL_TEACHER_TPM_IN``              input (prompt) tokens per minute (default: no limit)
 ``DISTILL_TEACHER_TPM_OUT``             output (completion) tokens per minute (default: no limit)
 ``DISTILL_TEACHER_TIMEOUT_S``           per-request timeout in seconds (default 120)
-``DISTILL_TEACHER_CONNECT_TIMEOUT_S``   connect + first-byte timeout in seconds (default 10)
+``DISTILL_TEACHER_CONNECT_TIMEOUT_S``   opening a new connection, in seconds (default 10)
 ``DISTILL_TEACHER_ADAPTIVE``            ``0`` turns the adaptive 429 limiter off (default on)
 ``DISTILL_TEACHER_BUDGET_USD``          hard budget cap for one run (default: none)
 ======================================  =============================================================
