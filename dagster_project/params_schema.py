@@ -427,6 +427,56 @@ def cross_checks(
     return problems
 
 
+def gold_checks_before_spending(params_path: Path | str) -> None:
+    """Run the cross-section gold checks (`cross_checks`) of the recipe a stage's params file belongs to.
+
+    A first teacher-spending stage calls this at its start, so a bare `dvc repro` with a gold set the
+    student's prompt format cannot read fails before any teacher call or training, not when evaluate
+    starts. The recipe's dvc.yaml is read as plain YAML (no DVC repo is opened inside a running stage):
+    stages whose command DVC would template (`foreach`, `${...}` in `--section`/`--params`) are skipped.
+    Raises ParamsError; a params file with no dvc.yaml beside it (a stage run by hand) is not checked.
+    """
+    recipe_dir = Path(params_path).parent
+    dvc_yaml = recipe_dir / "dvc.yaml"
+    if not dvc_yaml.exists():
+        return
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (yaml.YAMLError, AttributeError):
+        return  # DVC itself reports a broken dvc.yaml
+    cmds = {
+        name: " ".join(spec["cmd"]) if isinstance(spec.get("cmd"), list) else str(spec.get("cmd", ""))
+        for name, spec in stages.items()
+        if isinstance(spec, dict) and "foreach" not in spec and "matrix" not in spec
+    }
+    uses = [
+        u
+        for u in kind_uses(cmds)
+        if u.kind in ("train", "evaluate") and "${" not in u.section + u.params_file
+    ]
+    validated: dict[str, StageParams] = {}
+    errors = []
+    for use in uses:
+        path = recipe_dir / use.params_file
+        if not path.exists():
+            continue
+        try:
+            validated[use.section] = validate_section(
+                kind_params(use.kind),
+                read_params_file(path).get(use.section),
+                use.section,
+                path.parent,
+                use.params_file,
+            )
+        except ParamsError as exc:
+            errors.append(str(exc))
+    if not errors:
+        roots = {u.section: (recipe_dir / u.params_file).parent for u in uses}
+        errors = cross_checks(validated, {u.section: u.kind for u in uses}, roots)
+    if errors:
+        raise ParamsError("\n".join(dict.fromkeys(errors)))
+
+
 def validate_params(raw: Any, root: Path | str = ".", source: str = "params.yaml") -> dict[str, StageParams]:
     """Validate a parsed params mapping as the recipe at `root` uses it (its dvc.yaml's kinds); without a
     dvc.yaml, each section whose name is a stage kind is validated against that kind."""

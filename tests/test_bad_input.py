@@ -141,6 +141,22 @@ def test_bad_gold_file_fails_before_any_work(repo, rows, names):
     assert first.startswith("error:")
 
 
+def test_a_bare_dvc_repro_finds_a_bad_gold_file_before_synthesis(repo):
+    """The synthesize stage, as `dvc repro` runs it, checks the gold set against the student's prompt
+    format before any teacher call: the problem is not found only when evaluate starts."""
+    no_context = {"id": "g1", "question": "Where is Ostra?", "answer": "Silver River"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTILL_", "OPENAI"))}
+    cmd = [sys.executable, "-m", "dagster_project.stages.synthesize", "--params", "params.yaml"]
+    cmd += ["--input", "assets/corpus/grounding.parquet", "--out", "assets/early_check"]
+    with _Edit(repo, {GOLD: _gold([no_context])}):
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=300)
+        _report(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert _first_error(proc).startswith("error: evaluate.gold_test")
+    assert "{context}" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (repo / "assets/early_check").exists()
+
+
 def test_coqa_gold_is_accepted_for_multi_turn(tmp_path):
     coqa = {
         "id": "c1",

@@ -40,7 +40,7 @@ import polars as pl
 import yaml
 from pydantic import Field
 
-from dagster_project.params_schema import DataFile, PromptFile, StageParams
+from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
 from dagster_project.stages.common import (
     atomic_output_dir,
     debugging,
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params: Params = load_stage_params(args.params, args.section, Params)
     root = Path(args.params).parent
+    gold_checks_before_spending(args.params)  # a bare `dvc repro` fails here, before teacher calls
     prompt = load_prompt(root / params.prompt)
 
     inputs = input_rows(Path(args.input), params)

@@ -30,7 +30,7 @@ import polars as pl
 import yaml
 from pydantic import Field
 
-from dagster_project.params_schema import DataFile, PromptFile, StageParams
+from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
 from dagster_project.synthesis.shots import read_table
 
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     params: Params = load_stage_params(args.params, args.section, Params)
+    gold_checks_before_spending(args.params)  # a bare `dvc repro` fails here, before teacher calls
     df = read_table(Path(args.input))
     if df.height == 0:
         raise SystemExit(f"error: {args.section}: {args.input} has no rows to judge.")
