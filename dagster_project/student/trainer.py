@@ -37,7 +37,7 @@ class LossLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
         if logs and "loss" in logs:
             entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "loss": logs["loss"]}
-            for key in ("learning_rate", "tokens_per_s"):
+            for key in ("learning_rate",):  # not tokens_per_s: a run fact, it would change the bytes
                 if key in logs:
                     entry[key] = logs[key]
             self.history.append(entry)

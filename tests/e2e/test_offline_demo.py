@@ -31,7 +31,7 @@ def cpu_ticks() -> dict[str, int]:
 
 # The root recipe's DVC plots: the student's dvclive curves and the report's charts.
 CURVES = [f"assets/student/dvclive/plots/metrics/{c}.tsv" for c in
-          ("train/loss", "train/learning_rate", "train/tokens_per_s", "eval/loss")]  # fmt: skip
+          ("train/loss", "train/learning_rate", "eval/loss")]  # fmt: skip
 CHARTS = [f"assets/eval_report/plots/{c}.csv" for c in
           ("headline", "per_category", "confusion", "train_loss")]  # fmt: skip
 
