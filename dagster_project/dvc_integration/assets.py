@@ -1,6 +1,9 @@
-"""Build one Dagster asset per DVC stage of every recipe. Materializing it runs
-`dvc --wait-for-lock repro --single-item <dvc.yaml path>:<stage>` from the repo root."""
+"""Build one Dagster multi-asset per recipe, one asset per DVC stage (subsettable, like dagster-dbt's
+`@dbt_assets`). Materializing any selection runs one
+`dvc --wait-for-lock repro --single-item <dvc.yaml path>:<stage> ...` from the repo root."""
 
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -8,7 +11,7 @@ import dagster as dg
 from dagster_project.dvc_integration.checks import check_definitions, check_results, check_specs
 from dagster_project.dvc_integration.metadata import output_metadata
 from dagster_project.dvc_integration.project import DvcProject, DvcStage, Recipe
-from dagster_project.dvc_integration.resource import DvcCliResource
+from dagster_project.dvc_integration.resource import DvcCliResource, DvcCommandError
 from dagster_project.dvc_integration.translator import DvcTranslator, dagster_name
 from dagster_project.dvc_integration.versions import data_version_from_lock, lock_entry_hash, read_lock
 
@@ -36,42 +39,138 @@ def materialization_parts(
     return data_version_from_lock(entry), tags, output_metadata(root, stage.outs, preview)
 
 
-def _build_one(recipe: Recipe, stage: DvcStage, spec: dg.AssetSpec, pool: str | None) -> dg.AssetsDefinition:
-    checks = check_definitions(stage.dagster_meta)
+def topological(stages: "tuple[DvcStage, ...] | list[DvcStage]") -> list[DvcStage]:
+    """The stages in dependency order (upstream first; dvc.yaml order among independent stages)."""
+    by_name = {s.name: s for s in stages}
+    done: list[DvcStage] = []
+    seen: set[str] = set()
+
+    def visit(stage: DvcStage, path: tuple[str, ...] = ()) -> None:
+        if stage.name in seen:
+            return
+        if stage.name in path:
+            raise ValueError(f"stages {' -> '.join((*path, stage.name))} form a cycle")
+        for up in stage.upstream:
+            visit(by_name[up], (*path, stage.name))
+        seen.add(stage.name)
+        done.append(stage)
+
+    for stage in stages:
+        visit(stage)
+    return done
+
+
+# What `dvc repro` prints when it is done with a stage, or starts one (the previous one is then done).
+_STAGE_LINE = re.compile(
+    r"^(?:Running stage '(?P<run>[^']+)'"
+    r"|Stage '(?P<skip>[^']+)' didn't change, skipping"
+    r"|Stage '(?P<cached>[^']+)' is cached - skipping run, checking out outputs)"
+)
+
+
+def stage_events(lines: Iterable[str], names: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """(`line`, "") for every output line, and ("", stage name) each time DVC is done with a stage:
+    when it skips it, restores it from the run cache, or starts the next one. `names` maps how DVC
+    prints a stage (`dedup`, `examples/x/dvc.yaml:score`) to the stage's name."""
+    current = None
+    for line in lines:
+        yield line, ""
+        match = _STAGE_LINE.match(line.strip())
+        if not match:
+            continue
+        printed = match.group("run") or match.group("skip") or match.group("cached")
+        name = names.get(printed)
+        if name is None:
+            continue
+        if current is not None and current != name:
+            yield "", current
+        current = name
+        if not match.group("run"):  # skipped or restored: done now
+            yield "", name
+            current = None
+    if current is not None:
+        yield "", current
+
+
+def _build_recipe(
+    recipe: Recipe, specs: dict[str, dg.AssetSpec], pools: set[str | None]
+) -> dg.AssetsDefinition:
+    """One multi-asset for a whole recipe, like dagster-dbt's `@dbt_assets`: a run of any subset of its
+    stages is one `dvc repro --single-item` over the selected stages in dependency order, and each
+    stage is reported (data version, metadata, checks) as soon as DVC is done with it."""
+    checks = {name: check_definitions(recipe.stage(name).dagster_meta) for name in specs}
+    check_spec_list = [c for name, spec in specs.items() for c in check_specs(spec.key, checks[name])]
+    order = [s.name for s in topological(recipe.stages)]
+    by_key = {spec.key: name for name, spec in specs.items()}
+    # DVC prints the root's stages by name and other recipes' as `<dvc.yaml path>:<stage>`.
+    printed = {}
+    for stage in recipe.stages:
+        printed[stage.name if recipe.folder == "." else stage.address] = stage.name
+        printed[stage.address] = stage.name
+    pool = next(iter(pools)) if len(pools) == 1 else None
 
     @dg.multi_asset(
-        specs=[spec],
-        check_specs=check_specs(spec.key, checks),
-        name=f"dvc__{dagster_name(recipe.name)}__{dagster_name(stage.name)}",
+        specs=[spec.replace_attributes(skippable=True) for spec in specs.values()],
+        check_specs=check_spec_list,
+        can_subset=True,
+        name=f"dvc__{dagster_name(recipe.name)}",
         pool=pool,
-        op_tags={STAGE_TAG: dagster_name(stage.name), RECIPE_TAG: dagster_name(recipe.name)},
+        op_tags={RECIPE_TAG: dagster_name(recipe.name)},
     )
     def _asset(context: dg.AssetExecutionContext, dvc: DvcCliResource):
         root = Path(dvc.project_dir)
-        context.log.info(f"dvc --wait-for-lock repro --single-item {stage.address}")
-        dvc.repro(stage.address, log=context.log.info)
-        # Always report, also when DVC skipped the stage or restored it from the run cache:
-        # versions come from dvc.lock, not from what the command printed.
-        data_version, tags, metadata = materialization_parts(root, recipe, stage)
-        yield dg.MaterializeResult(
-            asset_key=spec.key,
-            data_version=dg.DataVersion(data_version) if data_version else None,
-            tags={**tags, SOURCE_TAG: "dagster"},
-            metadata=metadata,
-        )
-        # Checks declared in dvc.yaml `meta.dagster.checks`, over the outputs as they are now
-        # (check files are relative to the stage's folder, like every path in its dvc.yaml).
-        yield from check_results(root / stage.wdir, spec.key, checks)
+        selected = {by_key[k] for k in context.selected_asset_keys}
+        selected_checks = set(context.selected_asset_check_keys)
+        stages = [recipe.stage(n) for n in order if n in selected]
+        args = ["--wait-for-lock", "repro", "--single-item", *(s.address for s in stages)]
+        context.log.info("dvc " + " ".join(args))
+        reported: list[str] = []
+
+        def report(name: str):
+            stage = recipe.stage(name)
+            spec = specs[name]
+            # Also when DVC skipped the stage or restored it from the run cache: versions come from
+            # dvc.lock, not from what the command printed.
+            data_version, tags, metadata = materialization_parts(root, recipe, stage)
+            yield dg.MaterializeResult(
+                asset_key=spec.key,
+                data_version=dg.DataVersion(data_version) if data_version else None,
+                tags={**tags, SOURCE_TAG: "dagster"},
+                metadata=metadata,
+            )
+            # Checks declared in dvc.yaml `meta.dagster.checks`, over the outputs as they are now.
+            for result in check_results(root / stage.wdir, spec.key, checks[name]):
+                if dg.AssetCheckKey(spec.key, result.check_name) in selected_checks:
+                    yield result
+            reported.append(name)
+
+        try:
+            for line, done in stage_events(dvc.stream(*args), printed):
+                if line:
+                    context.log.info(line)
+                elif done in selected and done not in reported:
+                    yield from report(done)
+        except DvcCommandError as exc:
+            left = [s.name for s in stages if s.name not in reported]
+            raise DvcCommandError(
+                f"{exc}\nstages reported before the failure: {', '.join(reported) or 'none'}; "
+                f"not materialized: {', '.join(left)}"
+            ) from None
+        for stage in stages:  # DVC printed nothing about a stage (should not happen): report it too
+            if stage.name not in reported:
+                yield from report(stage.name)
 
     return _asset
 
 
 def build_recipe_assets(recipe: Recipe, translator: DvcTranslator | None = None) -> list[dg.AssetsDefinition]:
-    """One asset per stage of one (loaded) recipe. Raises if two of its stages map to one asset key."""
+    """One multi-asset over every stage of one (loaded) recipe (subsettable: one asset per stage).
+    Raises if two of its stages map to one asset key."""
     translator = translator or DvcTranslator()
     by_name = {s.name: s for s in recipe.stages}
     seen: dict[dg.AssetKey, str] = {}
-    assets = []
+    specs: dict[str, dg.AssetSpec] = {}
+    pools = set()
     for stage in recipe.stages:
         spec = translator.get_spec(stage, by_name, recipe.code_versions.get(stage.name))
         if spec.key in seen:
@@ -81,8 +180,9 @@ def build_recipe_assets(recipe: Recipe, translator: DvcTranslator | None = None)
                 " (their outputs lie in folders of one name): rename an output folder"
             )
         seen[spec.key] = stage.name
-        assets.append(_build_one(recipe, stage, spec, translator.get_pool(stage)))
-    return assets
+        specs[stage.name] = spec
+        pools.add(translator.get_pool(stage))
+    return [_build_recipe(recipe, specs, pools)] if specs else []
 
 
 def build_dvc_assets(

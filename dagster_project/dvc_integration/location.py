@@ -39,4 +39,7 @@ def build_code_location(
         jobs=recipe_jobs(project),
         sensors=[build_dvc_lock_sensor(project, translator), *build_recipe_error_sensors(project)],
         resources={"dvc": DvcCliResource(project_dir=str(project.root))},
+        # A run is one step per recipe that waits on `dvc`: running it in the run's own process saves
+        # a second process start (and definitions load) per run; DVC isolates each stage itself.
+        executor=dg.in_process_executor,
     )

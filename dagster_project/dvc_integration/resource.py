@@ -5,7 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +35,33 @@ class DvcCliResource(dg.ConfigurableResource):
     knobs."""
 
     project_dir: str
+
+    def stream(self, *args: str) -> Iterator[str]:
+        """Run `dvc <args>`, yielding each output line as it comes; raise DvcCommandError on failure."""
+        cmd = [dvc_executable(), *args]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.project_dir,
+            env=dvc_subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        tail: list[str] = []
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail = [*tail[-39:], line]
+                yield line
+        finally:
+            if proc.poll() is None and proc.stdout is not None:
+                proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            raise DvcCommandError(
+                f"`{' '.join(['dvc', *args])}` failed with exit code {code}:\n" + "\n".join(tail)
+            )
 
     def run(self, *args: str, log: Callable[[str], None] | None = None) -> str:
         """Run `dvc <args>`, streaming each output line to `log`; raise DvcCommandError on failure."""

@@ -65,7 +65,7 @@ def expected_events(
         if data_version:
             tags[DATA_VERSION_TAG] = data_version
             tags[DATA_VERSION_IS_USER_PROVIDED_TAG] = "true"
-        for up_name, version in input_versions_from_lock(stage, stages, entry).items():
+        for up_name, version in input_versions_from_lock(stage, stages, entry, lock, root).items():
             up_key = translator.get_asset_key(by_name[up_name])
             tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{up_key.to_user_string()}"] = version
             # Dagster reads provenance only with an event pointer; unpartitioned staleness compares

@@ -113,9 +113,20 @@ def data_version_from_lock(entry: dict[str, Any] | None) -> str | None:
 
 
 def input_versions_from_lock(
-    stage: DvcStage, stages: Iterable[DvcStage], entry: dict[str, Any]
+    stage: DvcStage,
+    stages: Iterable[DvcStage],
+    entry: dict[str, Any],
+    lock: dict[str, dict[str, Any]] | None = None,
+    root: Path | str | None = None,
 ) -> dict[str, str]:
-    """For each upstream stage, the data version of the outputs this run consumed (from its deps)."""
+    """For each upstream stage, the data version of the outputs this run consumed (from its deps).
+
+    A stage that depends on an upstream's whole outputs consumed exactly what their hashes say. A stage
+    that depends on files inside an upstream's output folder (`assets/deduped/train.parquet` of
+    `assets/deduped`) consumed the upstream's version recorded in `lock` when each such file's hash
+    equals the file's hash in that version (read from the folder's manifest in DVC's cache, else from
+    the workspace file); otherwise the consumed hashes themselves, which match no version of the
+    upstream (so Dagster shows the stage stale, as DVC does)."""
     by_name = {s.name: s for s in stages}
     consumed = {d["path"]: _entry_hash(d) for d in entry.get("deps", [])}
     versions = {}
@@ -124,7 +135,86 @@ def input_versions_from_lock(
         used = [(o, consumed[o]) for o in up.outs if o in consumed]
         if used and len(used) == len(up.outs):
             versions[up_name] = _canonical_hash(sorted(used))
+            continue
+        inside = sorted((d, h) for d, h in consumed.items() if any(_inside(o, d) and d != o for o in up.outs))
+        if not inside and not used:
+            continue
+        up_entry = (lock or {}).get(up_name)
+        current = data_version_from_lock(up_entry)
+        if current and root is not None and _files_match(Path(root), up_entry, [*used, *inside]):
+            versions[up_name] = current
+        else:
+            versions[up_name] = _canonical_hash([*sorted(used), *inside])
     return versions
+
+
+def _inside(folder: str, path: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _files_match(root: Path, up_entry: dict[str, Any] | None, consumed: list[tuple[str, Any]]) -> bool:
+    """Whether every consumed (path, hash) is what the upstream's lock entry recorded for that path."""
+    outs = {o["path"]: _entry_hash(o) for o in (up_entry or {}).get("outs", [])}
+    for path, digest in consumed:
+        if path in outs:
+            if outs[path] != digest:
+                return False
+            continue
+        folder = next((o for o in outs if _inside(o, path)), None)
+        if folder is None or digest is None:
+            return False
+        recorded = _manifest_hash(root, outs[folder], posixpath.relpath(path, folder))
+        if recorded is None:  # no manifest in the cache: the workspace file as it is now
+            recorded = _file_md5(root / path)
+        if recorded != digest:
+            return False
+    return True
+
+
+def _cache_dir(root: Path) -> Path:
+    """DVC's cache folder as the repo's config (and its local config) sets it, read without DVC."""
+    import configparser
+
+    cache = root / ".dvc" / "cache"
+    for name in ("config", "config.local"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(root / ".dvc" / name)
+        except configparser.Error:
+            continue
+        if parser.has_option("cache", "dir"):
+            cache = (root / ".dvc" / parser.get("cache", "dir")).resolve()
+    return cache
+
+
+def _manifest_hash(root: Path, dir_hash: str | None, relpath: str) -> str | None:
+    """The md5 of `relpath` in the folder whose `.dir` manifest has `dir_hash` (None if not cached)."""
+    if not dir_hash or not dir_hash.endswith(".dir"):
+        return None
+    for path in (
+        _cache_dir(root) / "files" / "md5" / dir_hash[:2] / dir_hash[2:],
+        _cache_dir(root) / dir_hash[:2] / dir_hash[2:],  # DVC 2 layout
+    ):
+        if path.exists():
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            for item in manifest:
+                if item.get("relpath") == relpath:
+                    return item.get("md5")
+            return None
+    return None
+
+
+def _file_md5(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def lock_entry_hash(entry: dict[str, Any] | None) -> str | None:

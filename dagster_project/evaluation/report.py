@@ -19,6 +19,7 @@ from dagster_project.evaluation.charts import (
 )
 from dagster_project.evaluation.diversity import SELF_BLEU_MAX_N
 from dagster_project.evaluation.tasks import task_class
+from dagster_project.stages.common import write_parquet
 
 
 def systems_of(metrics: Mapping[str, Any]) -> list[str]:
@@ -284,5 +285,5 @@ def write_outputs(
     for name, text in plots.items():
         _write_text(out_dir / "plots" / name, text)
     tmp = out_dir / f".predictions.parquet.tmp-{os.getpid()}"
-    table.write_parquet(tmp)
+    write_parquet(table, tmp)
     tmp.replace(out_dir / "predictions.parquet")

@@ -125,6 +125,97 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+# Run facts: what describes one run rather than its result (timings, throughput, the teacher engine's
+# calls, cache hits, retries, tokens and cost, which depend on what the cache held). They never go into a
+# DVC-tracked output, so an unchanged rebuild writes the same bytes and downstream stays fresh: each
+# stage writes them to `<out's folder>/.runs/<out's name>.json` (git-ignored, not a DVC output), keyed
+# by the output file they were split from. See docs/recipes.md, "Deterministic outputs".
+RUN_FACT_KEYS = frozenset(
+    {
+        # the teacher engine's counters
+        "calls",
+        "cache_hits",
+        "retries",
+        "retry_reasons",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "rate_limited",
+        "paused_s",
+        "throttle_cuts",
+        "max_in_flight",
+        "stopped_by_budget",
+        "batched",
+        "wall_s",
+        "by_model",
+        # timings and throughput
+        "seconds",
+        "train_seconds",
+        "tokens_per_second",
+        "steps_per_second",
+    }
+)
+RUN_FACTS_DIR = ".runs"
+
+
+def split_run_facts(obj: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`obj` without its run facts, the run facts) - keys of RUN_FACT_KEYS at any depth of nested dicts."""
+    data: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in RUN_FACT_KEYS:
+            facts[key] = value
+        elif isinstance(value, Mapping):
+            data[key], inner = split_run_facts(value)
+            if inner:
+                facts[key] = inner
+        else:
+            data[key] = value
+    return data, facts
+
+
+def run_facts_path(out: str | Path) -> Path:
+    """Where the run facts of the stage writing output folder `out` go: `<parent>/.runs/<name>.json`."""
+    out = Path(out)
+    return out.parent / RUN_FACTS_DIR / f"{out.name}.json"
+
+
+def read_run_facts(out: str | Path) -> dict[str, Any]:
+    """The run facts last recorded for output folder `out` ({output file: its facts}; {} if none)."""
+    path = run_facts_path(out)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def data_facts(obj: Mapping[str, Any], out: str | Path | None, file: str) -> dict[str, Any]:
+    """`obj` without its run facts, which are recorded for `out` (the stage's output folder) under
+    `file` (the output file `obj` is written to); with `out` None they are dropped."""
+    data, facts = split_run_facts(obj)
+    if out is not None:
+        recorded = read_run_facts(out)
+        recorded[file] = facts
+        path = run_facts_path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, recorded)
+    return data
+
+
+# Parquet bytes depend on the writer and its options: every stage writes through here, with the
+# options pinned (polars' own writer, zstd level 3, statistics on, fixed row groups) and polars itself
+# pinned in constraints-cpu.txt, so an unchanged rebuild writes the same bytes.
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "statistics": True,
+    "row_group_size": 65536,
+    "use_pyarrow": False,
+}
+
+
+def write_parquet(df: Any, path: str | Path) -> None:
+    """Write a polars DataFrame to `path` with the pinned PARQUET_OPTIONS (deterministic bytes)."""
+    df.write_parquet(path, **PARQUET_OPTIONS)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a UTF-8 text file atomically (temp file + rename), creating its folder."""
     path = Path(path)

@@ -31,7 +31,13 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    stage_parser,
+    write_json,
+    write_parquet,
+)
 
 CELL_SCHEMA = {
     "dataset": pl.String,
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows_per_dataset": {k: d["rows_kept"] for k, d in info.items()},
     }
     with atomic_output_dir(args.out) as tmp:
-        cells.write_parquet(tmp / "datastore.parquet")
+        write_parquet(cells, tmp / "datastore.parquet")
         write_json(tmp / "datasets.json", info)
         write_json(tmp / "report.json", report)
     print(f"datastore: {report['n_datasets']} datasets, {report['n_rows']} rows, {report['n_cells']} cells")

@@ -52,10 +52,12 @@ from dagster_project.evaluation.gold_schema import GoldError, eval_rows
 from dagster_project.params_schema import FileRef, StageParams, _check_file
 from dagster_project.stages.common import (
     atomic_output_dir,
+    data_facts,
     load_stage_params,
     run_main,
     stage_parser,
     write_json,
+    write_parquet,
 )
 
 Normalization = Literal["nfkc", "lowercase", "punctuation", "whitespace"]
@@ -507,11 +509,13 @@ def main() -> None:
     evals = load_eval_sets([Path(p) for p in args.gold], [*d.ngram_fields, *d.near_fields])
     train, val, removed, report = dedup(examples, evals, params, root=Path(args.params).parent)
     with atomic_output_dir(args.out) as tmp:
-        train.write_parquet(tmp / "train.parquet")
-        val.write_parquet(tmp / "val.parquet")
-        removed.write_parquet(tmp / "removed.parquet")
+        write_parquet(train, tmp / "train.parquet")
+        write_parquet(val, tmp / "val.parquet")
+        write_parquet(removed, tmp / "removed.parquet")
         write_json(tmp / "report.json", {k: v for k, v in report.items() if k not in DETAIL_KEYS})
-        write_json(tmp / "details.json", {k: report[k] for k in DETAIL_KEYS})
+        write_json(
+            tmp / "details.json", data_facts({k: report[k] for k in DETAIL_KEYS}, args.out, "details.json")
+        )
     summary = {k: report[k] for k in ("n_in", "n_train", "n_val", "n_removed")}
     print(json.dumps({**summary, "removed": {k: v for k, v in report["removed"].items() if v}}))
 

@@ -25,6 +25,7 @@ from dagster_project.stages.common import (
     run_main,
     stage_parser,
     write_json,
+    write_parquet,
 )
 from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
 from dagster_project.synthesis.shots import read_table
@@ -72,7 +73,7 @@ def main() -> None:
     out_df = rows.with_columns(pl.Series(params.output_column, answers, dtype=pl.String))
     words = [len(a.split()) for a in answers]
     with atomic_output_dir(args.out) as tmp:
-        out_df.write_parquet(tmp / "predictions.parquet")
+        write_parquet(out_df, tmp / "predictions.parquet")
         write_json(
             tmp / "stats.json",
             {

@@ -43,6 +43,7 @@ from dagster_project.stages.common import (
     run_main,
     stage_parser,
     write_json,
+    write_parquet,
 )
 
 
@@ -347,10 +348,10 @@ def run(params: Params, root: Path, out: Path) -> dict[str, Any]:
     if band is not None:
         stats["band"] = {"min": band.min, "max": band.max} | asdict(counts)
     with atomic_output_dir(out) as tmp:
-        chunks.write_parquet(tmp / "chunks.parquet")
+        write_parquet(chunks, tmp / "chunks.parquet")
         if index is not None:
             index.save(str(tmp / "bm25"), show_progress=False)
-        grounding.write_parquet(tmp / "grounding.parquet")
+        write_parquet(grounding, tmp / "grounding.parquet")
         write_json(tmp / "stats.json", stats)
     return stats
 

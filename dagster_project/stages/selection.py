@@ -33,7 +33,13 @@ import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    stage_parser,
+    write_json,
+    write_parquet,
+)
 
 ROW_KEYS = ["dataset", "config", "split", "row_id"]
 
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     embedder = resolve_embedder(params.embedding_model, params.embedding_backend)
     top, report = select(cells, datasets, str(card["description"]), examples, params, embedder)
     with atomic_output_dir(args.out) as tmp:
-        top.write_parquet(tmp / "selection.parquet")
+        write_parquet(top, tmp / "selection.parquet")
         write_json(tmp / "report.json", report)
     print(
         f"selection: {report['n_selected']} of {report['n_rows_scored']} rows; per dataset "

@@ -43,11 +43,13 @@ from pydantic import Field
 from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
 from dagster_project.stages.common import (
     atomic_output_dir,
+    data_facts,
     debugging,
     load_stage_params,
     run_main,
     stage_parser,
     write_json,
+    write_parquet,
 )
 from dagster_project.synthesis.shots import ShotSampler, read_table
 from dagster_project.teacher.engine import (
@@ -321,9 +323,9 @@ def main(argv: list[str] | None = None) -> None:
         **({"shots_per_request": dict(sorted(sampler.counts.items()))} if sampler else {}),
     }
     with atomic_output_dir(args.out) as tmp:
-        examples.write_parquet(tmp / "examples.parquet")
-        rejects.write_parquet(tmp / "rejects.parquet")
-        write_json(tmp / "stats.json", stats)
+        write_parquet(examples, tmp / "examples.parquet")
+        write_parquet(rejects, tmp / "rejects.parquet")
+        write_json(tmp / "stats.json", data_facts(stats, args.out, "stats.json"))
     print(
         f"{args.section}: {len(requests)} requests -> {examples.height} examples, {rejects.height} rejects "
         f"({engine.counters.calls} teacher calls, {engine.counters.cache_hits} cache hits)"

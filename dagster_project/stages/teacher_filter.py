@@ -31,7 +31,14 @@ import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    data_facts,
+    load_stage_params,
+    stage_parser,
+    write_json,
+    write_parquet,
+)
 from dagster_project.synthesis.shots import read_table
 
 YES = {"yes", "true", "y", "1"}
@@ -204,9 +211,9 @@ def main(argv: list[str] | None = None) -> None:
         "teacher": counters,
     }
     with atomic_output_dir(args.out) as tmp:
-        kept.write_parquet(tmp / "examples.parquet")
-        removed.write_parquet(tmp / "rejects.parquet")
-        write_json(tmp / "stats.json", stats)
+        write_parquet(kept, tmp / "examples.parquet")
+        write_parquet(removed, tmp / "rejects.parquet")
+        write_json(tmp / "stats.json", data_facts(stats, args.out, "stats.json"))
     print(
         f"{args.section}: {df.height} rows -> {kept.height} kept, {removed.height} removed "
         f"({json.dumps(counts)})"

@@ -34,8 +34,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from dagster_project.params_schema import StageParams
 from dagster_project.stages.common import (
     atomic_output_dir,
+    data_facts,
     load_stage_params,
     run_main,
+    split_run_facts,
     stage_parser,
     write_json,
 )
@@ -327,7 +329,7 @@ def train_student(
         final.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         prompt_format.save(out_dir)  # the evaluate stage asks the student in this format
-        write_json(out_dir / "train_log.json", log)
+        write_json(out_dir / "train_log.json", split_run_facts(log)[0])  # run facts: see main
         if (run_dir / "dvclive").exists():
             shutil.copytree(run_dir / "dvclive", out_dir / "dvclive")
         shutil.rmtree(run_dir, ignore_errors=True)  # success: the checkpoints are not needed any more
@@ -358,6 +360,7 @@ def main() -> None:
     if is_main_process():
         with atomic_output_dir(args.out) as tmp:
             log = train_student(train_rows, val_rows, params, tmp)
+        data_facts(log, args.out, "train_log.json")  # timings and throughput, beside the output
     else:  # other DDP ranks train along but write nothing
         train_student(train_rows, val_rows, params, args.out)
         return

@@ -37,7 +37,7 @@ class LossLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001
         if logs and "loss" in logs:
             entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "loss": logs["loss"]}
-            for key in ("learning_rate", "tokens_per_s"):
+            for key in ("learning_rate",):  # not tokens_per_s: a run fact, it would change the bytes
                 if key in logs:
                     entry[key] = logs[key]
             self.history.append(entry)
@@ -64,8 +64,9 @@ def truncate_curve(tsv: Path, last_step: int) -> None:
 
 
 class Curves(TrainerCallback):
-    """Training curves with dvclive (`dvc plots show`/`diff`): train/loss, train/learning_rate,
-    train/tokens_per_s and eval/loss per optimizer step, written on the main process only.
+    """Training curves with dvclive (`dvc plots show`/`diff`): train/loss, train/learning_rate and
+    eval/loss per optimizer step, written on the main process only. Throughput (tokens/s) is a run fact,
+    not a curve of the output: it would change the student's bytes on every rebuild.
 
     On resume from step N, rows logged after N by the killed run are dropped before logging goes on.
     """
@@ -73,7 +74,6 @@ class Curves(TrainerCallback):
     KEYS = {
         "loss": "train/loss",
         "learning_rate": "train/learning_rate",
-        "tokens_per_s": "train/tokens_per_s",
     }
 
     def __init__(self, live_dir: Path, resume_step: int) -> None:

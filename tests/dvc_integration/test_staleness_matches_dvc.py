@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 from helpers import dvc, executed, set_param
@@ -179,3 +180,36 @@ def test_materialization_reports_versions_and_metadata(fixture_repo, instance):
     key = dg.AssetKey(["default", "eval_report"])
     again = instance.get_latest_materialization_event(key).asset_materialization
     assert again.tags["dagster/data_version"] == before
+
+
+@pytest.mark.parametrize("shape", ["folders", "files"])
+def test_cli_build_then_sensor_leaves_every_asset_fresh(fixture_repo, instance, shape):
+    """Built with the CLI, then the definitions load and the sensor ticks: every asset is fresh and none
+    unsynced, whether train/evaluate depend on dedup's whole output folder or on a file inside it."""
+    root = fixture_repo
+    if shape == "files":  # deps on a file inside the upstream's output folder (like the root recipe's)
+        text = (root / "dvc.yaml").read_text()
+        text = text.replace("deps: [steps.py, assets/deduped]", "deps: [steps.py, assets/deduped/train.txt]")
+        text = text.replace(
+            "deps: [steps.py, assets/student, assets/deduped]",
+            "deps: [steps.py, assets/student, assets/deduped/train.txt]",
+        )
+        (root / "dvc.yaml").write_text(text)
+    dvc("repro", cwd=root)
+    assets = build_dvc_assets(root)
+    assert sensor_tick(root, instance) == 5
+    resolver = get_stale_status_resolver(instance, assets)
+    for asset in assets:
+        for key in asset.keys:
+            assert resolver.get_status(key) == StaleStatus.FRESH, (key, resolver.get_stale_causes(key))
+    assert dvc_not_fresh(root, "default") == set()
+
+    # dedup rebuilt alone with different bytes: what reads it is stale in both views.
+    set_param(root, "dedup", "keep", 2)
+    dvc("repro", "--single-item", "dedup", cwd=root)
+    assert sensor_tick(root, instance) >= 1  # dedup (and what now records a different consumed version)
+    assert (
+        dagster_not_fresh(instance, build_dvc_assets(root), "default")
+        == dvc_not_fresh(root, "default")
+        == {"default/student", "default/eval_report"}
+    )

@@ -6,7 +6,7 @@ import yaml
 
 from dagster_project.curation import synthetic
 from dagster_project.stages import dedup
-from dagster_project.stages.common import load_stage_params
+from dagster_project.stages.common import load_stage_params, read_run_facts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -269,7 +269,9 @@ def test_main_writes_outputs(tmp_path, monkeypatch):
     assert report["n_train"] == pl.read_parquet(out / "train.parquet").height
     details = json.loads((out / "details.json").read_text())
     assert details["eval_sets"] == {"gold.jsonl": 2, "other.jsonl": 1}
-    assert set(details) == set(dedup.DETAIL_KEYS) and not set(report) & set(details)
+    # the step timings are a run fact: recorded beside the output folder, not in it
+    assert set(details) == set(dedup.DETAIL_KEYS) - {"seconds"} and not set(report) & set(details)
+    assert set(read_run_facts(out)["details.json"]["seconds"]) >= {"filters", "exact", "near"}
     # Dagster shows at most 24 numbers of report.json: every count per reason must be among them.
     from dagster_project.dvc_integration.metadata import MAX_NUMBERS, _flatten
 

@@ -10,6 +10,7 @@ import yaml
 from helpers import synthesize_recipe_params
 
 from dagster_project.stages import common, synthesize
+from dagster_project.stages.common import RUN_FACT_KEYS, read_run_facts
 from dagster_project.teacher.server import serve_in_thread
 
 PASSAGES = {
@@ -59,7 +60,11 @@ def run(recipe: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     out = recipe / "synthesized"
     grounding = str(recipe / "corpus" / "grounding.parquet")
     synthesize.main(["--params", str(recipe / "params.yaml"), "--input", grounding, "--out", str(out)])
+    # stats.json (a DVC output) holds no run facts; the engine's calls, cache hits and timings are
+    # recorded beside the output folder (stages.common.read_run_facts)
     stats = json.loads((out / "stats.json").read_text())
+    assert not set(stats) & RUN_FACT_KEYS, "run facts must stay out of the DVC-tracked output"
+    stats |= read_run_facts(out)["stats.json"]
     return pl.read_parquet(out / "examples.parquet"), pl.read_parquet(out / "rejects.parquet"), stats
 
 
@@ -94,7 +99,10 @@ def test_examples_rejects_and_stats_over_http(recipe, monkeypatch):
     assert stats["calls"] == 2 and stats["backend"] == "openai-compatible"
 
     # Unchanged inputs: the rebuild is free and identical.
+    first = {f: (recipe / "synthesized" / f).read_bytes() for f in ("examples.parquet", "stats.json")}
     examples2, _, stats2 = run(recipe)
+    again = {f: (recipe / "synthesized" / f).read_bytes() for f in ("examples.parquet", "stats.json")}
+    assert again == first, "an unchanged rerun (now from the cache) must write the same bytes"
     assert stats2["calls"] == 0 and stats2["cache_hits"] == 2
     assert examples2.equals(examples)
 

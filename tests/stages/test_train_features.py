@@ -221,7 +221,7 @@ def test_early_stopping_on_val_loss_and_dvclive_curves(recipe: Path) -> None:
     best = min(e["eval_loss"] for e in log["eval_history"])
     assert log["val_loss"] == pytest.approx(best, rel=1e-4)  # the best model is the one saved
     curves = recipe / "out" / "dvclive"
-    for name in ("train/loss.tsv", "train/learning_rate.tsv", "train/tokens_per_s.tsv", "eval/loss.tsv"):
+    for name in ("train/loss.tsv", "train/learning_rate.tsv", "eval/loss.tsv"):
         assert (curves / "plots/metrics" / name).exists(), name
     assert json.loads((curves / "metrics.json").read_text())["train"]["loss"] > 0
     assert not list((recipe / ".cache/train-checkpoints").glob("*"))  # cleaned up

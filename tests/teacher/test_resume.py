@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from helpers import synthesize_recipe_params
 
-from dagster_project.stages import synthesize
+from dagster_project.stages.common import read_run_facts
 from dagster_project.teacher.cache import ResponseCache
 from dagster_project.teacher.server import serve_in_thread
 
@@ -127,5 +127,5 @@ def test_rebuild_with_full_cache_makes_zero_calls(recipe, reference, tmp_path):
         env = stage_env(url, recipe / "ref-cache")
         subprocess.run(stage_cmd(recipe, tmp_path / "again"), env=env, check=True)
         assert url.stats["requests"] == 0
-    stats = synthesize.json.loads((tmp_path / "again" / "stats.json").read_text())
+    stats = read_run_facts(tmp_path / "again")["stats.json"]
     assert stats["calls"] == 0 and stats["cache_hits"] >= N_PASSAGES
