@@ -94,13 +94,18 @@ def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
 def resolve_remote(root: Path, name: str | None = None) -> Remote:
     """The remote `name` (default: the repo's default remote) with its url; a clear error when there is
     none."""
-    listed = _run(root, "remote", "list")
-    if listed.returncode != 0:
-        raise RemoteError(f"cannot read the DVC config in {root}: {_last_error(listed)}", 2)
-    remotes = dict(line.split(None, 1) for line in listed.stdout.splitlines() if line.strip())
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            config = repo.config
+            remotes = {k: str(v.get("url", "")) for k, v in config["remote"].items()}
+            default = config["core"].get("remote")
+    except DvcException as exc:
+        raise RemoteError(f"cannot read the DVC config in {root}: {exc}", 2) from None
     if name is None:
-        default = _run(root, "remote", "default")
-        name = default.stdout.strip() if default.returncode == 0 else ""
+        name = default
         if not name:
             raise RemoteError(
                 "no default DVC remote: add one with `dvc remote add -d <name> <url>` (see README, "
@@ -113,7 +118,7 @@ def resolve_remote(root: Path, name: str | None = None) -> Remote:
             f"`dvc remote add {name} <url>`",
             2,
         )
-    return Remote(name, remotes[name].strip())
+    return Remote(name, remotes[name])
 
 
 def _last_error(proc: subprocess.CompletedProcess) -> str:
