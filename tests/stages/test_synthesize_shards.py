@@ -74,6 +74,17 @@ def test_shards_run_at_once_cover_every_row_once_and_share_the_cache(recipe):
     assert whole["calls"] == 0 and whole["cache_hits"] == whole["n_requests"] == 10
     assert _examples(recipe / "whole").equals(merged)
 
+    # dedup merges the shards.
+    gold = REPO_ROOT / "data/demo_world/gold_test.jsonl"
+    shard_dirs = [str(recipe / f"shard{i}") for i in range(4)]
+    dedup = subprocess.run(
+        [sys.executable, "-m", "dagster_project.stages.dedup", "--params", "params.yaml",
+         "--synthesized", *shard_dirs, "--gold", str(gold), "--out", "deduped"],
+        cwd=recipe, capture_output=True, text=True,
+    )  # fmt: skip
+    assert dedup.returncode == 0, dedup.stderr
+    assert json.loads(dedup.stdout.strip().splitlines()[-1])["n_in"] == merged.height
+
 
 @pytest.mark.parametrize("spec", ["4/4", "x", "1/0"])
 def test_a_bad_shard_is_named(recipe, spec):
