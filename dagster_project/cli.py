@@ -5,6 +5,9 @@ distill recipes                list every recipe: name, dvc.yaml, number of stag
 distill check [--recipe NAME]  validate a recipe's params (default: every recipe) before any work
 distill demo [--recipe NAME]   build a recipe with `dvc repro <its dvc.yaml>` (default: `default`)
                                and print its metrics
+distill push [--remote NAME]   record a grown teacher cache, then `dvc push --run-cache`; a remote error
+                               is one line naming the remote and the fix (dagster_project/sharing.py)
+distill pull [--remote NAME]   `dvc pull --run-cache`, errors told the same way
 """
 
 import argparse
@@ -205,20 +208,33 @@ def demo(root: Path, recipe: str = DEFAULT_RECIPE) -> None:
     print_metrics(project.root, r)
 
 
+def share(root: Path, action: str, remote: str | None) -> None:
+    """`distill push` / `distill pull` (see dagster_project/sharing.py)."""
+    from dagster_project import sharing
+
+    try:
+        print(sharing.push(root, remote) if action == "push" else sharing.pull(root, remote))
+    except sharing.RemoteError as exc:
+        fail(str(exc), exc.code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `distill` command."""
     parser = argparse.ArgumentParser(
         prog="distill", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", choices=["recipes", "check", "demo"])
+    parser.add_argument("command", choices=["recipes", "check", "demo", "push", "pull"])
     parser.add_argument("--project", default=".", help="the repo root (or a folder inside it)")
     parser.add_argument("--recipe", default=None, help="a recipe name (see `distill recipes`)")
+    parser.add_argument("--remote", default=None, help="push/pull: a DVC remote (default: the default one)")
     args = parser.parse_args(argv)
     root = Path(args.project).resolve()
     if args.command == "recipes":
         recipes(root)
     elif args.command == "check":
         check(root, args.recipe)
+    elif args.command in ("push", "pull"):
+        share(root, args.command, args.remote)
     else:
         demo(root, args.recipe or DEFAULT_RECIPE)
 

@@ -493,7 +493,12 @@ def dedup(
 
 def main() -> None:
     parser = stage_parser(__doc__.splitlines()[0], kind="dedup")
-    parser.add_argument("--synthesized", default="assets/synthesized", help="folder holding examples.parquet")
+    parser.add_argument(
+        "--synthesized",
+        nargs="+",
+        default=["assets/synthesized"],
+        help="folder(s) holding examples.parquet; several (synthesis shards) are merged in the order given",
+    )
     parser.add_argument(
         "--gold",
         nargs="+",
@@ -504,7 +509,7 @@ def main() -> None:
     args = parser.parse_args()
     params: Params = load_stage_params(args.params, args.section, Params)
 
-    examples = pl.read_parquet(Path(args.synthesized) / "examples.parquet")
+    examples = pl.concat([pl.read_parquet(Path(f) / "examples.parquet") for f in args.synthesized])
     d = params.decontaminate
     evals = load_eval_sets([Path(p) for p in args.gold], [*d.ngram_fields, *d.near_fields])
     train, val, removed, report = dedup(examples, evals, params, root=Path(args.params).parent)

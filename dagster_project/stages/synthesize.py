@@ -14,6 +14,11 @@ prompt file's `output` block (explode, declared checks: see teacher/prompts.py).
 - `examples.parquet`: id, the `carry` columns, the answer's fields, teacher_model, request_id
   (`id` = sha256 of the `id_columns` values, shortened; rows with a repeated id are rejects)
 - `rejects.parquet`: request_id, the carried id columns, attempt, reason, raw (every rejected sample or row)
+`--shard i/N` (0 <= i < N) keeps only the requests of input rows i, i+N, i+2N, ... (after `distinct` and
+`limit`): N shards, each its own stage (a `foreach` in dvc.yaml), together send exactly the requests of one
+unsharded run, and the dedup stage merges their outputs. Shards share the teacher cache safely: each
+process appends to its own cache file.
+
 - `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason, 429s,
   pause time, tokens in/out, wall time, estimated cost in USD per model) plus n_requests, n_examples,
   n_rejects and json_repairs (accepted answers whose JSON needed a repair: fences, prose, trailing commas)
@@ -29,6 +34,7 @@ it only grows, and a bigger cache must not invalidate anything. What the stage p
 declared deps and params; the cache only decides how many calls a run costs.
 """
 
+import argparse
 import hashlib
 import json
 import sys
@@ -212,6 +218,21 @@ def _as_type(value: Any, dtype: Any) -> Any:
     return value
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """`i/N` -> (i, N), with 0 <= i < N (argparse type of --shard)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not i/N (e.g. 0/4: the first of four shards)"
+        ) from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: N, the number of shards, must be at least 1")
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: the shard index must be 0..{count - 1} (0-based)")
+    return index, count
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; see the module docstring."""
     parser = stage_parser(__doc__.splitlines()[0], kind="synthesize")
@@ -219,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="assets/synthesized", help="output folder")
     parser.add_argument(
         "--dry-run", action="store_true", help="estimate calls, tokens and cost; send and write nothing"
+    )
+    parser.add_argument(
+        "--shard", type=shard_spec, default=None, help="i/N: only input rows i, i+N, ... (0-based)"
     )
     args = parser.parse_args(argv)
     params: Params = load_stage_params(args.params, args.section, Params)
@@ -261,6 +285,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     except PromptError as exc:  # e.g. a label the label file does not describe
         raise SystemExit(f"error: {args.section}: cannot render {params.prompt}: {exc}") from None
+    if args.shard is not None:
+        # Filtered after rendering, so each request is exactly the unsharded run's (seeds, shots).
+        index, count = args.shard
+        requests = [r for j, r in enumerate(requests) if (j // params.samples) % count == index]
+        if not requests:
+            raise SystemExit(
+                f"error: {args.section}: shard {index}/{count} has no input rows ({len(rows)} rows in "
+                f"{args.input}): use at most {len(rows)} shards"
+            )
 
     with TeacherEngine(max_attempts=params.max_attempts) as engine:
         if args.dry_run:
@@ -313,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         **engine.counters.as_dict(),
         "backend": engine.backend_kind,
         "n_requests": len(requests),
+        **({"shard": f"{args.shard[0]}/{args.shard[1]}"} if args.shard else {}),
         "n_examples": examples.height,
         "n_rejects": rejects.height,
         # every reject row of rejects.parquet by reason (engine rejects and pair-level ones alike)

@@ -8,8 +8,11 @@ is dropped. Sample ``k`` sends ``seed + k`` and carries ``attempt: k`` in its ca
 reject asks for a fresh answer and a rerun replays every sample from the cache in the same order.
 
 Endpoint configuration comes from the environment only (never params, never stored):
-``DISTILL_TEACHER_BASE_URL`` (or ``OPENAI_BASE_URL``) and ``OPENAI_API_KEY``. With no base URL the model
-``offline-teacher`` runs in process (`OfflineTeacher`) through the same cache, validation and counters.
+``DISTILL_TEACHER_BASE_URL`` (or ``OPENAI_BASE_URL``) and ``OPENAI_API_KEY``. Several base URLs (commas
+or whitespace between them: replicas of one model, e.g. a vLLM fleet) are balanced by `_BalancedBackend`:
+fewest calls in flight first, an endpoint that stops answering skipped for a growing cooldown. With no
+base URL the model ``offline-teacher`` runs in process (`OfflineTeacher`) through the same cache,
+validation and counters.
 Concurrency, RPM/TPM limits, timeout and the budget cap come from ``DISTILL_TEACHER_*`` variables too
 (`limits.EngineLimits`). A 429 pauses every sender until its Retry-After (pause-all), so a burst of
 senders does not turn one 429 into a storm. ``DISTILL_TEACHER_STRUCTURED_OUTPUT=1`` also sends the
@@ -38,6 +41,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import sys
 import time
@@ -501,6 +505,57 @@ class _LazyBackend:
             await self._backend.close()
 
 
+class _BalancedBackend:
+    """Several endpoints serving the same model (e.g. a vLLM fleet) behind one backend: each call goes to
+    the endpoint with the fewest calls in flight (ties: round robin). An endpoint whose last call failed to
+    connect (or timed out) is skipped for `cooldown_s` x its consecutive failures (at most 30 s) while
+    another is up, so a dead server costs one failed call per cooldown, not one per request."""
+
+    def __init__(self, backends: Sequence[_Backend], urls: Sequence[str], cooldown_s: float = 1.0):
+        self.backends, self.urls = list(backends), list(urls)
+        self.in_flight = [0] * len(self.backends)
+        self.served = [0] * len(self.backends)  # answered calls per endpoint
+        self.failures = [0] * len(self.backends)  # consecutive connection failures
+        self.down_until = [0.0] * len(self.backends)
+        self.cooldown_s = cooldown_s
+        self._next = 0
+
+    def _pick(self) -> int:
+        now = time.monotonic()
+        up = [i for i in range(len(self.backends)) if self.down_until[i] <= now]
+        candidates = up or range(len(self.backends))
+        n = len(self.backends)
+        order = sorted(candidates, key=lambda i: (self.in_flight[i], (i - self._next) % n))
+        self._next = (order[0] + 1) % n
+        return order[0]
+
+    async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        i = self._pick()
+        self.in_flight[i] += 1
+        try:
+            response = await self.backends[i].chat(payload, timeout_s)
+        except _RetryableError as exc:
+            if exc.status is None:  # no answer at all: connection refused, reset, timeout
+                self.failures[i] += 1
+                self.down_until[i] = time.monotonic() + min(30.0, self.cooldown_s * self.failures[i])
+            raise
+        finally:
+            self.in_flight[i] -= 1
+        self.failures[i] = 0
+        self.served[i] += 1
+        return response
+
+    async def close(self) -> None:
+        for backend in self.backends:
+            await backend.close()
+
+
+def base_urls(base_url: str) -> list[str]:
+    """The endpoints of a `DISTILL_TEACHER_BASE_URL` value: one URL, or several separated by commas or
+    whitespace (requests are balanced across them)."""
+    return [u for u in re.split(r"[\s,]+", base_url.strip()) if u]
+
+
 def endpoint_from_env(env: Mapping[str, str]) -> str | None:
     """The configured base URL, or None for the offline teacher."""
     return env.get("DISTILL_TEACHER_BASE_URL") or env.get("OPENAI_BASE_URL") or None
@@ -558,6 +613,7 @@ class TeacherEngine:
         self.prices = prices if prices is not None else PriceTable.load(env=self._env)
         self.budget_usd = budget_usd if budget_usd is not None else self.limits.budget_usd
         self.counters = Counters()
+        self.balanced: _BalancedBackend | None = None  # set when several base URLs are configured
         self.gate = PauseGate()
         lim = self.limits
         # No burst (pure pacing): a provider that counts over short windows never sees more than the rate.
@@ -587,26 +643,34 @@ class TeacherEngine:
         return "openai-compatible" if self.base_url else "offline"
 
     def _backend(self, models: set[str]) -> _Backend:
-        if self.base_url:
+        urls = base_urls(self.base_url) if self.base_url else []
+        if len(urls) > 1:
+            backends = [self._endpoint_backend(url) for url in urls]
+            self.balanced = _BalancedBackend(backends, urls)
+            return self.balanced
+        return self._endpoint_backend(urls[0] if urls else None, models)
+
+    def _endpoint_backend(self, base_url: str | None, models: set[str] | None = None) -> _Backend:
+        if base_url:
             transport = self._env.get("DISTILL_TEACHER_TRANSPORT") or "http"
             if transport == "openai-sdk":
                 return _OpenAIBackend(
-                    self.base_url,
+                    base_url,
                     self._env.get("OPENAI_API_KEY"),
                     self.timeout_s,
                     self.limits.connect_timeout_s,
                 )
             if transport == "aiohttp":
-                return _HttpBackend(self.base_url, self._env, self.concurrency, self.limits.connect_timeout_s)
+                return _HttpBackend(base_url, self._env, self.concurrency, self.limits.connect_timeout_s)
             if transport != "http":
                 raise TeacherConfigError(
                     f"DISTILL_TEACHER_TRANSPORT={transport!r}: allowed values are http, aiohttp, openai-sdk"
                 )
             try:
-                return _Http1Backend(self.base_url, self._env, self.limits.connect_timeout_s)
+                return _Http1Backend(base_url, self._env, self.limits.connect_timeout_s)
             except ValueError as exc:
                 raise TeacherConfigError(f"DISTILL_TEACHER_BASE_URL: {exc}") from None
-        others = models - {OFFLINE_MODEL}
+        others = (models or set()) - {OFFLINE_MODEL}
         if others:
             raise TeacherConfigError(
                 f"no teacher endpoint configured for model(s) {sorted(others)}: set DISTILL_TEACHER_BASE_URL "
@@ -637,6 +701,11 @@ class TeacherEngine:
         first (`batch.prefill_with_batch`, resumable across restarts), the rest as usual.
         """
         if self._env.get("DISTILL_TEACHER_BATCH", "") in ("1", "true", "yes") and self.base_url:
+            if len(base_urls(self.base_url)) > 1:
+                raise TeacherConfigError(
+                    "DISTILL_TEACHER_BATCH=1 needs one endpoint, DISTILL_TEACHER_BASE_URL names several: "
+                    "name one, or unset DISTILL_TEACHER_BATCH."
+                )
             from dagster_project.teacher.batch import prefill_with_batch
 
             start = time.perf_counter()
