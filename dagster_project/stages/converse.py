@@ -78,7 +78,7 @@ class Params(StageParams):
         if problems:
             return problems
         try:
-            spec = load_spec(root / self.spec, root)
+            spec = load_spec(root / self.spec, root, label=self.spec)
         except SpecError as exc:
             return [f"{section}.spec: {line}" for line in str(exc).splitlines()]
         for prompt in sorted({n.prompt for n in spec.nodes.values()}):
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     params: Params = load_stage_params(args.params, args.section, Params)
     root = Path(args.params).parent
     try:
-        spec = load_spec(root / params.spec, root)
+        spec = load_spec(root / params.spec, root, label=params.spec)
     except SpecError as exc:
         raise SystemExit(f"error: {args.section}.spec: {exc}") from None
 

@@ -234,8 +234,9 @@ def parse_spec(data: Any, path: str, root: Path | None = None) -> Spec:
     return spec
 
 
-def load_spec(path: str | Path, root: str | Path | None = None) -> Spec:
-    """Read and validate a spec file; prompt paths are checked relative to `root` (default: none)."""
+def load_spec(path: str | Path, root: str | Path | None = None, label: str | None = None) -> Spec:
+    """Read and validate a spec file; prompt paths are checked relative to `root` (default: none);
+    messages name the file as `label` (default: its path)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -243,7 +244,7 @@ def load_spec(path: str | Path, root: str | Path | None = None) -> Spec:
         raise SpecError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    return parse_spec(data, str(path), Path(root) if root is not None else None)
+    return parse_spec(data, label or str(path), Path(root) if root is not None else None)
 
 
 def _draw(row: Mapping[str, float], rng: random.Random) -> str:
