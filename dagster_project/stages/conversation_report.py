@@ -120,7 +120,15 @@ def render(metrics: dict[str, Any]) -> str:
                 ["distinct-2 of questions", *[a[x]["diversity"].get("distinct_2", 0.0) for x in arms]],
                 [
                     "self-BLEU-4 of questions",
-                    *[(a[x]["diversity"].get("self_bleu") or {}).get("4", 0.0) for x in arms],
+                    *[a[x]["diversity"].get("self_bleu_4", 0.0) for x in arms],
+                ],
+                [
+                    "entity entropy of questions (bits)",
+                    *[a[x]["diversity"].get("entity_entropy_bits", 0.0) for x in arms],
+                ],
+                [
+                    "mean pairwise cosine (TF-IDF)",
+                    *[a[x]["diversity"].get("mean_pairwise_cosine", 0.0) for x in arms],
                 ],
             ],
         )
