@@ -107,6 +107,15 @@ class AnswerSwapParams(StageParams):
     context_column: str = "context"  # a column of the prompt template, where the answer is copied from
 
 
+class ConversationParams(StageParams):
+    """`train.conversation`: rows are conversations (a passage and a list of turns); each assistant turn
+    becomes one example given the passage and the history (student/conversation.py: loss on assistant
+    turns only; a long history loses its oldest turns first, never the passage)."""
+
+    context_column: str = "context"  # the passage
+    turns_column: str = "turns"  # a list of {question, answer, ...}
+
+
 class Params(StageParams):
     """`train`: the student, its data format, the optimisation and the hardware settings."""
 
@@ -133,6 +142,7 @@ class Params(StageParams):
     lora: LoraParams = LoraParams()
     prompt_format: PromptFormatParams = PromptFormatParams()
     answer_swap: AnswerSwapParams = AnswerSwapParams()
+    conversation: ConversationParams | None = None  # null: one example per row (single-turn)
 
     @model_validator(mode="after")
     def _early_stopping_needs_evaluation(self) -> "Params":
@@ -224,6 +234,13 @@ def train_student(
 
     # The data
     max_length = min(params.max_length, getattr(model.config, "n_positions", None) or params.max_length)
+    conversation_stats = None
+    if params.conversation is not None:  # multi-turn: the history fitted to max_length, oldest turns first
+        from dagster_project.student.conversation import fit_history, strip_private
+
+        train_rows, conversation_stats = fit_history(train_rows, tokenizer, prompt_format, max_length)
+        val_rows, _ = fit_history(val_rows, tokenizer, prompt_format, max_length)
+        train_rows, val_rows = strip_private(train_rows), strip_private(val_rows)
     swap_prob, swap_columns = params.answer_swap.prob, params.swap_columns()
     train_ds = StudentDataset(
         tokenizer, train_rows, max_length, swap_prob, params.seed, prompt_format, swap_columns
@@ -316,6 +333,7 @@ def train_student(
         "bf16": flags["bf16"],
         "fp16": flags["fp16"],
         "packing": params.packing,
+        **({"conversation": conversation_stats} if conversation_stats is not None else {}),
         "loss_history": losses.history,
         "eval_history": losses.eval_history,
     }
@@ -336,6 +354,23 @@ def train_student(
     return log
 
 
+def _conversation_rows(
+    data: str, conversation: ConversationParams, prompt_format: PromptFormat, has_val: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The expanded turns of the train and val conversations, their columns checked against the format."""
+    from dagster_project.student.conversation import load_conversation_rows
+
+    c = conversation
+    try:
+        train_rows = load_conversation_rows(data, "train", c.context_column, c.turns_column)
+        val_rows = load_conversation_rows(data, "val", c.context_column, c.turns_column) if has_val else []
+    except ValueError as exc:
+        raise SystemExit(f"error: train.conversation: {exc}") from None
+    if train_rows:
+        prompt_format.check_columns(train_rows[0].keys(), f"the turns of {data}/train.parquet")
+    return train_rows, val_rows
+
+
 def main() -> None:
     """CLI: `python -m dagster_project.stages.train --params P [--section S] --data DEDUPED --out STUDENT`.
 
@@ -348,10 +383,13 @@ def main() -> None:
     args = parser.parse_args()
     params = load_stage_params(args.params, args.section, Params)
     prompt_format = PromptFormat.from_params(params.prompt_format)
+    has_val = (Path(args.data) / "val.parquet").exists()
     try:  # every placeholder must be a column: checked here, before any training
-        train_rows = load_rows(args.data, "train", prompt_format)
-        has_val = (Path(args.data) / "val.parquet").exists()
-        val_rows = load_rows(args.data, "val", prompt_format) if has_val else []
+        if params.conversation is not None:  # one row per assistant turn (student/conversation.py)
+            train_rows, val_rows = _conversation_rows(args.data, params.conversation, prompt_format, has_val)
+        else:
+            train_rows = load_rows(args.data, "train", prompt_format)
+            val_rows = load_rows(args.data, "val", prompt_format) if has_val else []
     except PromptFormatError as exc:  # its key is train.prompt_format.<template>: name the section read
         raise SystemExit(f"error: {args.section}{exc.key.removeprefix('train')}: {exc.reason}") from None
     if not train_rows:
