@@ -29,18 +29,24 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dagster_project.params_schema import StageParams
 from dagster_project.stages.common import atomic_output_dir, load_stage_params, run_main, stage_parser, write_json
 from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
 
 
+LossType = Literal["sigmoid", "ipo", "hinge", "robust", "sft"]
+
+
 class Params(StageParams):
     """`dpo`: TRL's DPO loss and the optimisation of one preference round."""
 
     beta: float = Field(default=0.1, gt=0)
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    # TRL's loss types, combined with `loss_weights` (e.g. [sigmoid, sft]: DPO plus the chosen texts' NLL,
+    # which keeps the chosen log-probabilities from falling with the rejected ones)
+    loss_type: list[LossType] = Field(default=["sigmoid"], min_length=1)
+    loss_weights: list[float] | None = None  # one per loss_type (null: 1.0 each)
     learning_rate: float = Field(default=5e-4, gt=0)
     epochs: float = Field(default=2, gt=0)
     batch_size: int = Field(default=16, gt=0)
@@ -53,6 +59,15 @@ class Params(StageParams):
     key_column: str = "prompt"  # the input a pair belongs to: held-out pairs never share one with training
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     min_pairs: int = Field(default=8, gt=0)  # fewer training pairs than this: an error, not a silent no-op
+
+    @model_validator(mode="after")
+    def _one_weight_per_loss(self) -> "Params":
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} loss_type entries; "
+                "give one weight per loss type, or null"
+            )
+        return self
 
 
 def split_by_key(df: pl.DataFrame, key: str, val_fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -131,7 +146,8 @@ def main() -> None:
     config = DPOConfig(
         output_dir=str(run_dir),
         beta=params.beta,
-        loss_type=[params.loss_type],
+        loss_type=list(params.loss_type),
+        loss_weights=params.loss_weights,
         learning_rate=params.learning_rate,
         max_steps=total_steps,
         per_device_train_batch_size=params.batch_size,
@@ -193,6 +209,7 @@ def main() -> None:
         "cpu_threads": threads,
         "beta": params.beta,
         "loss_type": params.loss_type,
+        "loss_weights": params.loss_weights,
         "final_train": _last(history, "rewards/margins"),
         "final_eval": _last(history, "eval_rewards/margins"),
         "log_history": history,
