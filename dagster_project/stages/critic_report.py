@@ -25,7 +25,14 @@ from typing import Any
 
 from dagster_project.evaluation.charts import bar_chart_svg, render_html, render_markdown, write_csv
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, run_main, stage_parser, write_json, write_text
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+    write_text,
+)
 
 
 class Params(StageParams):
@@ -43,7 +50,9 @@ def _read(path: Path, what: str) -> dict[str, Any]:
 
 def round_order(students: Path, rounds: list[str], sft: str) -> list[str]:
     """The rounds in lineage order: start from the one whose DPO log says it started from `sft`."""
-    start = {r: Path(_read(students / r / "dpo_log.json", "a dpo round")["student_from"]).name for r in rounds}
+    start = {
+        r: Path(_read(students / r / "dpo_log.json", "a dpo round")["student_from"]).name for r in rounds
+    }
     order, current = [], sft
     while True:
         nxt = sorted(r for r, s in start.items() if s == current and r not in order)
@@ -70,7 +79,9 @@ def pooled_bias(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "n_pairs": n,
         "n_inconsistent": sum(s["n_inconsistent"] for s in answered),
         "consistency_rate": sum(w * s["consistency_rate"] for w, s in zip(weight, answered, strict=True)),
-        "first_position_rate": sum(w * s["first_position_rate"] for w, s in zip(weight, answered, strict=True)),
+        "first_position_rate": sum(
+            w * s["first_position_rate"] for w, s in zip(weight, answered, strict=True)
+        ),
     }
 
 
@@ -85,7 +96,9 @@ def _rate(r: dict[str, Any]) -> str:
 def main() -> None:
     """CLI entry point; see the module docstring."""
     parser = stage_parser(__doc__.splitlines()[0], kind="critic_report")
-    parser.add_argument("--versus", required=True, help="folder of the versus critiques (one per round, teacher)")
+    parser.add_argument(
+        "--versus", required=True, help="folder of the versus critiques (one per round, teacher)"
+    )
     parser.add_argument("--critiques", required=True, help="folder of the rounds' preference critiques")
     parser.add_argument("--students", required=True, help="folder of the students (sft and every round)")
     parser.add_argument("--out", required=True)
@@ -116,7 +129,10 @@ def main() -> None:
                 k: critique.get(k)
                 for k in ("n_pairs", "n_consistent", "n_inconsistent", "n_unanswered", "n_preferences")
             }
-            | {"consistency_rate": critique["consistency_rate"], "first_position_rate": critique["first_position_rate"]},
+            | {
+                "consistency_rate": critique["consistency_rate"],
+                "first_position_rate": critique["first_position_rate"],
+            },
             "dpo": {
                 "n_train_pairs": log["n_train_pairs"],
                 "steps": log["steps"],
@@ -140,7 +156,8 @@ def main() -> None:
     win_header = ["round", "from", "win rate vs SFT [95% CI]", "win rate vs teacher [95% CI]", "gap closed"]
     win_rows = [["sft", "-", "0.500 (itself)", "-", "0.000"]]
     win_rows += [
-        [n, r["start"], _rate(r["vs_sft"]), _rate(r["vs_teacher"]), _f(r["gap_closed"])] for n, r in per_round.items()
+        [n, r["start"], _rate(r["vs_sft"]), _rate(r["vs_teacher"]), _f(r["gap_closed"])]
+        for n, r in per_round.items()
     ]
     win_rows.append([params.teacher_name, "-", _rate(teacher_vs_sft), "-", "1.000"])
     margin_header = [
@@ -162,7 +179,14 @@ def main() -> None:
         ]
         for n, r in per_round.items()
     ]
-    bias_header = ["critique", "pairs", "consistent", "inconsistent (discarded)", "consistency", "first slot chosen"]
+    bias_header = [
+        "critique",
+        "pairs",
+        "consistent",
+        "inconsistent (discarded)",
+        "consistency",
+        "first slot chosen",
+    ]
     bias_rows = [
         [
             f"{n} candidates",
@@ -195,24 +219,33 @@ def main() -> None:
             ],
         },
         {"title": "The critic's position bias", "blocks": [
-            ("p", "Share of verdicts that picked the option shown first (0.5: no position bias) and the share "
-                  "of pairs whose two verdicts agree; inconsistent pairs are discarded from the preferences."),
+            ("p", "Share of verdicts that picked the option shown first (0.5: no position bias) and the "
+                  "share of pairs whose two verdicts agree; inconsistent pairs are discarded from the "
+                  "preferences."),
             ("table", bias_header, bias_rows)]},
         {"title": "DPO reward margins", "blocks": [
-            ("p", "Reward margin: beta x the log-ratio margin of chosen over rejected (TRL's rewards/margins), "
-                  "last logged training step and last evaluation on the held-out pairs; the held-out log p "
+            ("p", "Reward margin: beta x the log-ratio margin of chosen over rejected (TRL's "
+                  "rewards/margins), last logged training step and last evaluation on the held-out pairs; "
+                  "the held-out log p "
                   "margin is log p(chosen) - log p(rejected) of the starting and the trained student."),
             ("table", margin_header, margin_rows)]},
     ]  # fmt: skip
     plot_rows = [
-        {"round": n, "win_rate_vs_sft": r["vs_sft"]["win_rate"], "win_rate_vs_teacher": r["vs_teacher"]["win_rate"]}
+        {
+            "round": n,
+            "win_rate_vs_sft": r["vs_sft"]["win_rate"],
+            "win_rate_vs_teacher": r["vs_teacher"]["win_rate"],
+        }
         for n, r in per_round.items()
     ]
     with atomic_output_dir(args.out) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "report.md", render_markdown("Teacher as critic: rounds of DPO", sections))
         write_text(tmp / "report.html", render_html("Teacher as critic: rounds of DPO", sections))
-        write_text(tmp / "plots" / "win_rates.csv", write_csv(plot_rows, ["round", "win_rate_vs_sft", "win_rate_vs_teacher"]))
+        write_text(
+            tmp / "plots" / "win_rates.csv",
+            write_csv(plot_rows, ["round", "win_rate_vs_sft", "win_rate_vs_teacher"]),
+        )
     table = "\n".join(" | ".join(str(c) for c in row) for row in win_rows)
     print(f"critic_report -> {args.out}\n{table}")
 

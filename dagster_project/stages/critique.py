@@ -5,7 +5,8 @@
         --candidates assets/candidates/r1/predictions.parquet --out assets/critiques/r1
     # a system against others, input by input (win rates)
     python -m dagster_project.stages.critique --params params.yaml --section versus \\
-        --system r1=assets/answers/r1/predictions.parquet --against sft=assets/answers/sft/predictions.parquet \\
+        --system r1=assets/answers/r1/predictions.parquet \\
+        --against sft=assets/answers/sft/predictions.parquet \\
         --out assets/versus/r1
 
 The critic prompt is multiple choice: it shows the input's columns (`input_columns`) and two options
@@ -42,7 +43,13 @@ from pydantic import Field, model_validator
 
 from dagster_project.metrics.agreement import bootstrap_ci, swap_consistency
 from dagster_project.params_schema import PromptFile, StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, run_main, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 from dagster_project.synthesis.shots import read_table
 from dagster_project.teacher.engine import TeacherEngine
 from dagster_project.teacher.mapping import build_requests, map_prompt
@@ -178,15 +185,23 @@ def preferences(verdicts: list[dict[str, Any]], params: Params) -> pl.DataFrame:
         if v["winner"] is None:
             continue
         loser = v["second"] if v["winner"] == v["first"] else v["first"]
-        rows.append({**{c: v[c] for c in inputs}, "pair_id": v["pair_id"], "chosen": v["winner"], "rejected": loser})
-    schema = {c: pl.String for c in inputs} | {"pair_id": pl.String, "chosen": pl.String, "rejected": pl.String}
+        rows.append(
+            {**{c: v[c] for c in inputs}, "pair_id": v["pair_id"], "chosen": v["winner"], "rejected": loser}
+        )
+    schema = {c: pl.String for c in inputs} | {
+        "pair_id": pl.String,
+        "chosen": pl.String,
+        "rejected": pl.String,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
 def _named_table(spec: str, flag: str) -> tuple[str, Path]:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
-        raise SystemExit(f"error: critique: {flag} {spec!r}: expected NAME=TABLE (e.g. sft=assets/answers/sft/x.parquet)")
+        raise SystemExit(
+            f"error: critique: {flag} {spec!r}: expected NAME=TABLE (e.g. sft=assets/answers/sft/x.parquet)"
+        )
     return name, Path(path)
 
 
@@ -226,7 +241,9 @@ def versus_pairs(
         if ours == other:
             identical += 1
             continue
-        pairs.append({**{c: row[c] for c in inputs}, "pair_id": f"{name}\x1f{key}", "first": ours, "second": other})
+        pairs.append(
+            {**{c: row[c] for c in inputs}, "pair_id": f"{name}\x1f{key}", "first": ours, "second": other}
+        )
     return pairs, identical, missing
 
 
@@ -244,7 +261,9 @@ def win_rate(verdicts: list[dict[str, Any]], identical: int, params: Params) -> 
         else:
             losses += 1
             outcomes.append(0.0)
-    ci = bootstrap_ci(outcomes, lambda xs: sum(xs) / len(xs), params.n_resamples, params.confidence, params.seed)
+    ci = bootstrap_ci(
+        outcomes, lambda xs: sum(xs) / len(xs), params.n_resamples, params.confidence, params.seed
+    )
     return {
         "n": len(outcomes),
         "wins": wins,
@@ -268,7 +287,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
     if bool(args.candidates) == bool(args.system) or (args.system and not args.against):
-        raise SystemExit("error: critique: give either --candidates TABLE, or --system NAME=TABLE with --against")
+        raise SystemExit(
+            "error: critique: give either --candidates TABLE, or --system NAME=TABLE with --against"
+        )
     params: Params = load_stage_params(args.params, args.section, Params)
     root = Path(args.params).parent
 
@@ -284,7 +305,8 @@ def main() -> None:
         if prefs.height == 0:
             raise SystemExit(
                 f"error: critique: none of {len(pairs)} pairs got a consistent verdict (stats: "
-                f"{json.dumps({k: stats[k] for k in ('n_inconsistent', 'n_unanswered')})}); nothing to prefer."
+                f"{json.dumps({k: stats[k] for k in ('n_inconsistent', 'n_unanswered')})}); "
+                "nothing to prefer."
             )
         stats["n_preferences"] = prefs.height
         with atomic_output_dir(args.out) as tmp:
@@ -303,9 +325,15 @@ def main() -> None:
     all_verdicts, results, bias = [], {}, Counter()
     for spec in args.against:
         opponent_name, opponent_path = _named_table(spec, "--against")
-        pairs, identical, missing = versus_pairs(system, _read(opponent_path, params, "--against"), opponent_name, params)
+        pairs, identical, missing = versus_pairs(
+            system, _read(opponent_path, params, "--against"), opponent_name, params
+        )
         verdicts, stats = ask_both_orders(pairs, params, root) if pairs else ([], position_bias([]))
-        results[opponent_name] = {**win_rate(verdicts, identical, params), "missing": missing, "critic": stats}
+        results[opponent_name] = {
+            **win_rate(verdicts, identical, params),
+            "missing": missing,
+            "critic": stats,
+        }
         all_verdicts += [{**v, "opponent": opponent_name} for v in verdicts]
         for key in ("n_pairs", "n_consistent", "n_inconsistent", "n_unanswered"):
             bias[key] += stats[key]

@@ -32,9 +32,14 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from dagster_project.params_schema import StageParams
-from dagster_project.stages.common import atomic_output_dir, load_stage_params, run_main, stage_parser, write_json
+from dagster_project.stages.common import (
+    atomic_output_dir,
+    load_stage_params,
+    run_main,
+    stage_parser,
+    write_json,
+)
 from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
-
 
 LossType = Literal["sigmoid", "ipo", "hinge", "robust", "sft"]
 
@@ -64,13 +69,15 @@ class Params(StageParams):
     def _one_weight_per_loss(self) -> "Params":
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
             raise ValueError(
-                f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} loss_type entries; "
-                "give one weight per loss type, or null"
+                f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} loss_type "
+                "entries; give one weight per loss type, or null"
             )
         return self
 
 
-def split_by_key(df: pl.DataFrame, key: str, val_fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_by_key(
+    df: pl.DataFrame, key: str, val_fraction: float, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(train, val): a seeded share `val_fraction` of the distinct `key` values, all their rows, held out."""
     keys = sorted(set(df[key].to_list()))
     random.Random(seed).shuffle(keys)
@@ -104,7 +111,8 @@ def main() -> None:
     if len(prompt_format.completion_columns) != 1:
         raise SystemExit(
             f"error: dpo: the student's completion template ({args.student}/prompt_format.json) must use "
-            f"exactly one column (the text chosen or rejected); it uses {list(prompt_format.completion_columns)}."
+            "exactly one column (the text chosen or rejected); it uses "
+            f"{list(prompt_format.completion_columns)}."
         )
     try:
         prompt_format.check_columns(df.columns, str(path), templates=("prompt",))
@@ -139,7 +147,9 @@ def main() -> None:
     val_rows = dpo_rows(val_df.to_dicts(), prompt_format, tokenizer)
     before = margins(model, tokenizer, val_rows) if val_rows else []
 
-    steps_per_epoch = math.ceil(math.ceil(len(train_rows) / params.batch_size) / params.gradient_accumulation_steps)
+    steps_per_epoch = math.ceil(
+        math.ceil(len(train_rows) / params.batch_size) / params.gradient_accumulation_steps
+    )
     total_steps = max(1, math.ceil(steps_per_epoch * params.epochs))
     flags = precision_flags(params.precision)
     run_dir = Path(tempfile.mkdtemp(prefix="dpo-run-"))

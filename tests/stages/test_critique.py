@@ -37,7 +37,14 @@ def _params(**extra) -> dict:
 
 def _run(tmp_path: Path, section: dict, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"critique": section}))
-    cmd = [sys.executable, "-m", "dagster_project.stages.critique", "--params", str(tmp_path / "params.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster_project.stages.critique",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        *args,
+    ]
     env = {**os.environ, "DISTILL_TEACHER_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
 
@@ -46,18 +53,62 @@ def test_the_offline_critic_states_its_preference_and_its_position_bias() -> Non
     assert [humor_score(SENTENCE, t)[0] for t in (GOOD, SIMILE, EXAGGERATION, FLAT, LOST)] == [4, 3, 3, 1, 1]
     assert critic_choice(SENTENCE, FLAT, GOOD)[0] == "B" and critic_choice(SENTENCE, GOOD, FLAT)[0] == "A"
     # a tie goes to the option shown first, whichever it is: inconsistent when asked in both orders
-    assert critic_choice(SENTENCE, SIMILE, EXAGGERATION)[0] == critic_choice(SENTENCE, EXAGGERATION, SIMILE)[0] == "A"
+    assert (
+        critic_choice(SENTENCE, SIMILE, EXAGGERATION)[0]
+        == critic_choice(SENTENCE, EXAGGERATION, SIMILE)[0]
+        == "A"
+    )
 
 
 def test_planted_verdicts_consistent_kept_inconsistent_discarded_and_counted() -> None:
     params = Params.model_validate(_params(), strict=False)
     base = {"sentence": SENTENCE}
     verdicts = [  # (first shown first: verdict_ab), (second shown first: verdict_ba)
-        {**base, "pair_id": "1", "first": "x1", "second": "y1", "verdict_ab": "A", "verdict_ba": "B", "winner": "x1"},
-        {**base, "pair_id": "2", "first": "x2", "second": "y2", "verdict_ab": "B", "verdict_ba": "A", "winner": "y2"},
-        {**base, "pair_id": "3", "first": "x3", "second": "y3", "verdict_ab": "A", "verdict_ba": "A", "winner": None},
-        {**base, "pair_id": "4", "first": "x4", "second": "y4", "verdict_ab": "B", "verdict_ba": "B", "winner": None},
-        {**base, "pair_id": "5", "first": "x5", "second": "y5", "verdict_ab": "A", "verdict_ba": None, "winner": None},
+        {
+            **base,
+            "pair_id": "1",
+            "first": "x1",
+            "second": "y1",
+            "verdict_ab": "A",
+            "verdict_ba": "B",
+            "winner": "x1",
+        },
+        {
+            **base,
+            "pair_id": "2",
+            "first": "x2",
+            "second": "y2",
+            "verdict_ab": "B",
+            "verdict_ba": "A",
+            "winner": "y2",
+        },
+        {
+            **base,
+            "pair_id": "3",
+            "first": "x3",
+            "second": "y3",
+            "verdict_ab": "A",
+            "verdict_ba": "A",
+            "winner": None,
+        },
+        {
+            **base,
+            "pair_id": "4",
+            "first": "x4",
+            "second": "y4",
+            "verdict_ab": "B",
+            "verdict_ba": "B",
+            "winner": None,
+        },
+        {
+            **base,
+            "pair_id": "5",
+            "first": "x5",
+            "second": "y5",
+            "verdict_ab": "A",
+            "verdict_ba": None,
+            "winner": None,
+        },
     ]
     bias = position_bias(verdicts)
     assert bias["n_pairs"] == 5 and bias["n_unanswered"] == 1
@@ -67,18 +118,26 @@ def test_planted_verdicts_consistent_kept_inconsistent_discarded_and_counted() -
     assert bias["first_position_rate"] == 0.5  # 4 of the 8 answered verdicts chose the first slot
     prefs = preferences(verdicts, params)
     assert prefs.select("chosen", "rejected").rows() == [("x1", "y1"), ("y2", "x2")]
-    assert win_rate(verdicts[:4], identical=1, params=params)["win_rate"] == pytest.approx((1 + 0 + 0.5 * 3) / 5)
+    assert win_rate(verdicts[:4], identical=1, params=params)["win_rate"] == pytest.approx(
+        (1 + 0 + 0.5 * 3) / 5
+    )
 
 
 def test_candidates_both_orders_through_the_engine(tmp_path: Path) -> None:
     texts = [GOOD, SIMILE, EXAGGERATION, FLAT, LOST]
     rows = [{"sentence": SENTENCE, "paraphrase": t, "candidate": i} for i, t in enumerate(texts)]
-    rows += [{"sentence": SENTENCE, "paraphrase": GOOD, "candidate": 9}, {"sentence": SENTENCE, "paraphrase": ""}]
+    rows += [
+        {"sentence": SENTENCE, "paraphrase": GOOD, "candidate": 9},
+        {"sentence": SENTENCE, "paraphrase": ""},
+    ]
     pl.DataFrame(rows).write_parquet(tmp_path / "candidates.parquet")
-    proc = _run(tmp_path, _params(max_pairs_per_input=10), "--candidates", "candidates.parquet", "--out", "out")
+    proc = _run(
+        tmp_path, _params(max_pairs_per_input=10), "--candidates", "candidates.parquet", "--out", "out"
+    )
     assert proc.returncode == 0, proc.stderr
     stats = json.loads((tmp_path / "out/stats.json").read_text())
-    # 5 distinct non-empty texts: 10 pairs, each asked twice; ties (SIMILE-EXAGGERATION, FLAT-LOST) inconsistent
+    # 5 distinct non-empty texts: 10 pairs, each asked twice; the ties (SIMILE-EXAGGERATION, FLAT-LOST)
+    # are inconsistent
     assert stats["n_requests"] == 20 and stats["n_pairs"] == 10
     assert (stats["n_consistent"], stats["n_inconsistent"], stats["n_inconsistent_first"]) == (8, 2, 2)
     assert stats["first_position_rate"] == pytest.approx(12 / 20)  # 8 consistent pairs: 8 "A"; 2 ties: 4 "A"

@@ -38,11 +38,13 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _generate(tmp_path: Path, student: Path, out: str, **section) -> subprocess.CompletedProcess:
-    pl.DataFrame({"id": list(range(len(SENTENCES))), "sentence": SENTENCES}).write_parquet(tmp_path / "in.parquet")
+    pl.DataFrame({"id": list(range(len(SENTENCES))), "sentence": SENTENCES}).write_parquet(
+        tmp_path / "in.parquet"
+    )
     params = {"generate": {"output_column": "paraphrase", "max_new_tokens": 6, "batch_size": 2, **section}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "dagster_project.stages.generate", "--params", str(tmp_path / "params.yaml"),
-           "--student", str(student), "--input", str(tmp_path / "in.parquet"), "--out", str(tmp_path / out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "dagster_project.stages.generate", "--params", str(tmp_path / "params.yaml")]
+    cmd += ["--student", str(student), "--input", str(tmp_path / "in.parquet"), "--out", str(tmp_path / out)]
     return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=300)
 
 
@@ -53,7 +55,9 @@ def test_n_candidates_per_row_seeded(tmp_path: Path, student: Path) -> None:
         assert proc.returncode == 0, proc.stderr
     df = pl.read_parquet(tmp_path / "a/predictions.parquet")
     assert df.height == 15 and df.columns == ["id", "sentence", "candidate", "paraphrase"]
-    assert df.group_by("id").agg(pl.col("candidate").sort()).sort("id")["candidate"].to_list() == [[0, 1, 2]] * 5
+    assert (
+        df.group_by("id").agg(pl.col("candidate").sort()).sort("id")["candidate"].to_list() == [[0, 1, 2]] * 5
+    )
     assert df.equals(pl.read_parquet(tmp_path / "b/predictions.parquet"))  # same seed: same candidates
     stats = json.loads((tmp_path / "a/stats.json").read_text())
     assert stats["num_candidates"] == 3 and stats["input_rows"] == 5 and stats["distinct_per_row"] > 1

@@ -12,9 +12,10 @@
   (4+ letters) of the sentence is kept (+1 for 60% or more), +1 for a comparison ("like a", "as if"),
   +1 for an exaggeration ("whole", "entire", "forever", "hundredth", "every single"), -1 for
   laugh-begging ("funny, right", "lol", "haha", "get it"), -1 for filler ("um", "basically", "you
-  know"), -1 for rambling (a word three-gram said twice), -1 past 28 words. The higher score wins. **Planted position bias:** on equal scores it always
-  answers "A", the option shown first, as an LLM judge unsure of itself often does; asked in both
-  orders such a verdict contradicts itself, which is what the critique stage's swap filter catches.
+  know"), -1 for rambling (a word three-gram said twice), -1 past 28 words. The higher score wins.
+  **Planted position bias:** on equal scores it always answers "A", the option shown first, as an LLM
+  judge unsure of itself often does; asked in both orders such a verdict contradicts itself, which is
+  what the critique stage's swap filter catches.
 
 Neither is a language model: the rules are what an honest offline run can do, and say so.
 """
