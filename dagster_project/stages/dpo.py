@@ -131,8 +131,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import DPOConfig, DPOTrainer
 
+    from dagster_project.preference.dpo import DpoCurves, dpo_rows, margins
     from dagster_project.student.model import precision_flags
-    from dagster_project.student.preference import DpoCurves, dpo_rows, margins
     from dagster_project.student.threads import set_threads
 
     threads = set_threads("dpo") if not torch.cuda.is_available() else torch.get_num_threads()

@@ -2,7 +2,8 @@
 paraphrases, SFT) and one critic round (candidates, critique in both orders, DPO, the round's answers
 against the SFT student and the teacher) and the report; the DPO round raises the chosen-over-rejected
 log-probability margin on held-out pairs; adding a round in params builds only that round and the report.
-Sizes are cut here (fewer sentences and candidates, shorter training) to keep it to a few minutes."""
+The recipe's own sizes (a few minutes): with half the sentences and 3 candidates per sentence one DPO
+round had too few pairs (about 10 steps) to move the held-out margin, so the data are not cut here."""
 
 import json
 import time
@@ -29,14 +30,9 @@ def _edit_params(root, old: str, new: str) -> None:
 def built(tmp_path_factory):
     root = copy_repo(tmp_path_factory.mktemp("critic"))
     _edit_params(root, "  r2: {start: r1}\n", "")
-    _edit_params(root, "  epochs: 8\n", "  epochs: 6\n")
-    _edit_params(root, "  num_candidates: 4\n", "  num_candidates: 3\n")
-    # 60 training sentences (the data file is a dep: a smaller copy in place)
-    data = root / RECIPE / "data/demo_sentences_train.jsonl"
-    data.write_text("".join(data.read_text().splitlines(keepends=True)[:60]))
     start = time.perf_counter()
     out = dvc("repro", f"{RECIPE}/dvc.yaml", cwd=root, timeout=TIMEOUT_S).stdout
-    print(f"\ncritic recipe (1 round, 60 sentences) built offline in {time.perf_counter() - start:.0f}s")
+    print(f"\ncritic recipe (1 round) built offline in {time.perf_counter() - start:.0f}s")
     return root, out
 
 
