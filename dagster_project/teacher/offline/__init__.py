@@ -47,7 +47,7 @@ OFFLINE_TEACHER_REVISION = _source_revision()
 Handler = Callable[[str, float, int | None], dict[str, Any]]
 _HANDLERS: dict[str, Handler] = {}
 # Modules whose import registers handlers (kept explicit: a handler is found without scanning files).
-_HANDLER_MODULES = ("judges", "reference", "classification", "reflections", "rebase", "codi")
+_HANDLER_MODULES = ("judges", "reference", "classification", "reflections", "rebase", "codi", "critic")
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:
