@@ -63,7 +63,7 @@ from dagster_project.teacher.limits import (
     RateBucket,
     estimate_prompt_tokens,
 )
-from dagster_project.teacher.offline import OFFLINE_TEACHER_REVISION
+from dagster_project.teacher.offline import revision as offline_revision
 from dagster_project.teacher.prices import PriceTable
 from dagster_project.teacher.prompts import Prompt
 from dagster_project.teacher.validate import validate_answer
@@ -107,7 +107,8 @@ class TeacherRequest:
     extra: dict[str, Any] = field(default_factory=dict)  # other sampling params: top_p, stop, ...
     meta: dict[str, Any] = field(default_factory=dict)  # passed through to the result, not sent
     # Part of the cache key, never sent: the model's snapshot when its name does not pin one. The
-    # offline teacher's defaults to its rule-set revision, so editing its rules invalidates old answers.
+    # offline teacher's defaults to the revision of the handler that answers the prompt, so editing its
+    # rules invalidates its old answers (and only its).
     revision: str | None = None
     # The prompt file's `name`: the offline teacher answers with that prompt's handler. Part of the
     # offline teacher's cache key only (a real endpoint never sees it).
@@ -116,7 +117,7 @@ class TeacherRequest:
 
     def __post_init__(self) -> None:
         if self.revision is None and self.model == OFFLINE_MODEL:
-            self.revision = OFFLINE_TEACHER_REVISION
+            self.revision = offline_revision(self.prompt_name)
 
     @classmethod
     def from_prompt(

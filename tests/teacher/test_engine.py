@@ -277,15 +277,27 @@ def test_structured_output_sends_the_schema_only_when_enabled(tmp_path):
     assert body["response_format"]["json_schema"]["schema"] == PROMPT.output_schema
 
 
+def test_offline_revision_is_the_source_of_the_prompts_own_handler() -> None:
+    """A handler's answers are keyed by its own source (its module, what it imports, the core), so one
+    recipe's new or edited handler leaves every other prompt's cache keys and outputs as they were."""
+    from dagster_project.teacher.offline import _module_closure, revision
+
+    assert _module_closure("__init__") == ["__init__", "grounded_qa"]
+    assert _module_closure("reference") == ["__init__", "grounded_qa", "judges", "reference"]
+    assert "codi" not in _module_closure("critic") and "critic" not in _module_closure("codi")
+    assert revision("grounded_qa") == revision(None) == revision("no such prompt")
+    assert len({revision("grounded_qa"), revision("reference_answer"), revision("humor_paraphrase")}) == 3
+
+
 def test_offline_teacher_revision_is_part_of_the_cache_key_only() -> None:
     from dagster_project.teacher.cache import request_key
     from dagster_project.teacher.engine import OFFLINE_MODEL, TeacherRequest
-    from dagster_project.teacher.offline import OFFLINE_TEACHER_REVISION
+    from dagster_project.teacher.offline import revision
     from dagster_project.teacher.wire import request_body as _request_body
 
     messages = [{"role": "user", "content": "hi"}]
     offline = TeacherRequest(messages=messages, model=OFFLINE_MODEL)
-    assert offline.payload(0)["revision"] == OFFLINE_TEACHER_REVISION
+    assert offline.payload(0)["revision"] == revision(offline.prompt_name)
     older = TeacherRequest(messages=messages, model=OFFLINE_MODEL, revision="0")
     assert request_key(offline.payload(0)) != request_key(older.payload(0))  # new rules, new answers
     assert "revision" not in _request_body(offline.payload(0))  # never sent to an endpoint

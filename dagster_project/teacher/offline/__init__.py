@@ -12,13 +12,16 @@ server) is answered by the grounded-QA handler when it carries its tags, else wi
 schema-validating caller rejects with its reason.
 
 Add a handler: a function `(text, temperature, seed) -> dict` where `text` is the last user message,
-registered with `@handler("<prompt name>")` in a module of this package that `_HANDLER_MODULES` lists.
+registered with `@handler("<prompt name>")` in a new module of this package (found by name).
 Determinism: every answer is a pure function of (messages, temperature, seed, max_tokens).
 """
 
+import functools
 import hashlib
 import importlib
 import json
+import pkgutil
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,22 +35,50 @@ from dagster_project.teacher.offline.grounded_qa import (  # noqa: F401  (re-exp
     split_sentences,
 )
 
+_PACKAGE = Path(__file__).parent
+_IMPORT_RE = re.compile(r"^from dagster_project\.teacher\.offline\.(\w+) import", re.M)
+# The answers of every handler go through this file's dispatch and the shared rules of grounded_qa.py.
+_CORE_MODULES = ("__init__", "grounded_qa")
 
-def _source_revision() -> str:
-    """A hash of this package's source: part of every offline request's cache key, so editing a handler
-    never replays answers the old rules gave (the offline teacher is free to ask again)."""
+
+def _module_closure(module: str) -> list[str]:
+    """`module` and the modules of this package it imports, transitively (sorted, core included)."""
+    seen, todo = set(_CORE_MODULES), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = (_PACKAGE / f"{name}.py").read_text(encoding="utf-8")
+        todo += _IMPORT_RE.findall(source)
+    return sorted(seen)
+
+
+@functools.cache
+def revision(prompt_name: str | None = None) -> str:
+    """A hash of the source that answers prompts named `prompt_name`: part of every offline request's cache
+    key, so editing a handler never replays answers its old rules gave (the offline teacher is free to ask
+    again). Only the handler's own module, the modules it imports from this package and the shared core
+    count: adding or editing another recipe's handler leaves this prompt's answers (and every output made
+    from them) as they are."""
+    module = "__init__"
+    if prompt_name is not None:
+        fn = handlers().get(prompt_name)
+        if fn is not None and fn.__module__ != __name__:
+            module = fn.__module__.rsplit(".", 1)[-1]
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name in _module_closure(module):
+        digest.update(name.encode() + b"\0" + (_PACKAGE / f"{name}.py").read_bytes())
     return digest.hexdigest()[:12]
 
 
-OFFLINE_TEACHER_REVISION = _source_revision()
-
 Handler = Callable[[str, float, int | None], dict[str, Any]]
 _HANDLERS: dict[str, Handler] = {}
-# Modules whose import registers handlers (kept explicit: a handler is found without scanning files).
-_HANDLER_MODULES = ("judges", "reference", "classification", "reflections", "rebase", "codi", "critic")
+# Modules whose import registers handlers: every module of this package but the core (found by name, so a
+# recipe's new handler module edits no shared file and changes no other prompt's revision).
+_HANDLER_MODULES = tuple(
+    sorted(m.name for m in pkgutil.iter_modules([str(_PACKAGE)]) if m.name not in _CORE_MODULES)
+)
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:
