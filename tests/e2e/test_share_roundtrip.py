@@ -20,6 +20,7 @@ from moto_s3 import isolate_aws_env, s3_server  # noqa: F401
 from tiny_recipe import TINY_TRAIN
 
 from dagster_project import sharing
+from dagster_project.stages.common import read_run_facts
 from dagster_project.teacher.server import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -127,7 +128,7 @@ def test_push_then_pull_into_a_fresh_clone_rebuilds_nothing(
              "--input", "data/passages.jsonl", "--out", str(out)],
             cwd=clone, check=True, capture_output=True, text=True,
         )  # fmt: skip
-        stats = json.loads((out / "stats.json").read_text())
+        stats = json.loads((out / "stats.json").read_text()) | read_run_facts(out)
         assert stats["calls"] == 0 and stats["cache_hits"] == stats["n_requests"] > 0
         assert url.stats["requests"] == teacher_calls_build
     print(
