@@ -128,7 +128,7 @@ def test_push_then_pull_into_a_fresh_clone_rebuilds_nothing(
              "--input", "data/passages.jsonl", "--out", str(out)],
             cwd=clone, check=True, capture_output=True, text=True,
         )  # fmt: skip
-        stats = json.loads((out / "stats.json").read_text()) | read_run_facts(out)
+        stats = json.loads((out / "stats.json").read_text()) | read_run_facts(out)["stats.json"]
         assert stats["calls"] == 0 and stats["cache_hits"] == stats["n_requests"] > 0
         assert url.stats["requests"] == teacher_calls_build
     print(

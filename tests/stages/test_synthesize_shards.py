@@ -61,7 +61,8 @@ def test_shards_run_at_once_cover_every_row_once_and_share_the_cache(recipe):
     assert merged["id"].n_unique() == merged.height  # no row in two shards
     assert _examples(recipe / "shard0-again").equals(shards[0])
     stats = [
-        json.loads((recipe / f"shard{i}/stats.json").read_text()) | read_run_facts(recipe / f"shard{i}")
+        json.loads((recipe / f"shard{i}/stats.json").read_text())
+        | read_run_facts(recipe / f"shard{i}")["stats.json"]
         for i in range(4)
     ]
     assert sum(s["n_requests"] for s in stats) == 10 and stats[1]["shard"] == "1/4"
@@ -75,7 +76,9 @@ def test_shards_run_at_once_cover_every_row_once_and_share_the_cache(recipe):
 
     # The unsharded run from that cache alone (replay: a miss would be an error) is the shards' union.
     _finish(_start(recipe, "whole", cache, mode="replay"))
-    whole = json.loads((recipe / "whole/stats.json").read_text()) | read_run_facts(recipe / "whole")
+    whole = (
+        json.loads((recipe / "whole/stats.json").read_text()) | read_run_facts(recipe / "whole")["stats.json"]
+    )
     assert whole["calls"] == 0 and whole["cache_hits"] == whole["n_requests"] == 10
     assert _examples(recipe / "whole").equals(merged)
 
