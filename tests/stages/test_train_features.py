@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import train
+from dagster_project.stages.common import RUN_FACTS_DIR
 from dagster_project.student.checkpoints import CHECKPOINT_ROOT_ENV, last_checkpoint, run_fingerprint
 from dagster_project.student.collate import make_collator
 from dagster_project.student.data import IGNORE_INDEX, encode_example, encode_examples, token_ids
@@ -361,8 +362,11 @@ def test_two_process_ddp_training_on_cpu_writes_one_checkpoint(recipe: Path, lau
     # Each rank sees half of every global batch: 24 examples x 2 epochs / (4 x 2) = 6 optimizer steps.
     assert log["steps"] == 6
     assert AutoModelForCausalLM.from_pretrained(recipe / "assets/student") is not None
-    leftovers = [p.name for p in (recipe / "assets").iterdir() if p.name != "deduped" and p.name != "student"]
-    assert leftovers == []  # no second (rank 1) output, no temp folder left behind
+    # No second (rank 1) output, no temp folder left behind; `.runs/` holds the (git-ignored) run facts.
+    kept = {"deduped", "student", RUN_FACTS_DIR}
+    leftovers = [p.name for p in (recipe / "assets").iterdir() if p.name not in kept]
+    assert leftovers == []
+    assert sorted(p.name for p in (recipe / "assets" / RUN_FACTS_DIR).iterdir()) == ["student.json"]
 
 
 def test_batched_token_ids_never_pad_and_take_empty_input() -> None:
