@@ -6,11 +6,8 @@ The project directory (the repo root; each folder in it holding a dvc.yaml is a 
 DISTILL_PROJECT_DIR if set, else the repo this package lives in.
 """
 
-import os
-from pathlib import Path
+from dagster_project.dvc_integration.location import build_code_location, project_dir_from_env
 
-from dagster_project.dvc_integration import build_code_location
-
-PROJECT_DIR = Path(os.environ.get("DISTILL_PROJECT_DIR", Path(__file__).resolve().parent.parent)).resolve()
+PROJECT_DIR = project_dir_from_env()
 
 defs = build_code_location(PROJECT_DIR)

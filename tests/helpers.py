@@ -107,12 +107,13 @@ def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subpro
 # A recipe-shaped pipeline whose stages are cheap: each reads its inputs and its params section,
 # writes its output folder, and appends its name to runs.log so tests count what really executed.
 STEPS_PY = """
-import json, pathlib, sys, yaml
+import json, pathlib, sys, time, yaml
 
 stage = sys.argv[1]
 params = yaml.safe_load(open("params.yaml"))[stage]
 with open("runs.log", "a") as log:
     log.write(stage + "\\n")
+time.sleep(params.get("sleep", 0))  # a slow stage, for tests that stop a run
 
 def read(path):
     p = pathlib.Path(path)

@@ -7,11 +7,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
 
 from dagster_project.dvc_integration.checks import check_definitions, check_results, check_specs
 from dagster_project.dvc_integration.metadata import output_metadata
 from dagster_project.dvc_integration.project import DvcProject, DvcStage, Recipe
-from dagster_project.dvc_integration.resource import DvcCliResource, DvcCommandError
+from dagster_project.dvc_integration.resource import DvcCliResource, DvcCommandError, DvcInterrupted
 from dagster_project.dvc_integration.translator import DvcTranslator, dagster_name
 from dagster_project.dvc_integration.versions import data_version_from_lock, lock_entry_hash, read_lock
 
@@ -145,11 +146,15 @@ def _build_recipe(
             reported.append(name)
 
         try:
-            for line, done in stage_events(dvc.stream(*args), printed):
+            for line, done in stage_events(dvc.stream(*args, run_id=context.run_id), printed):
                 if line:
                     context.log.info(line)
                 elif done in selected and done not in reported:
                     yield from report(done)
+        except DvcInterrupted as exc:  # the run was terminated: Dagster marks it canceled
+            raise DagsterExecutionInterruptedError(
+                f"{exc}; stages reported before: {', '.join(reported) or 'none'}"
+            ) from None
         except DvcCommandError as exc:
             left = [s.name for s in stages if s.name not in reported]
             raise DvcCommandError(

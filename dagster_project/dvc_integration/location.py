@@ -1,5 +1,7 @@
 """One Dagster code location for every recipe of a repo: what `definitions.py` serves."""
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +12,16 @@ from dagster_project.dvc_integration.project import DvcProject, load_project
 from dagster_project.dvc_integration.resource import DvcCliResource
 from dagster_project.dvc_integration.sensor import build_dvc_lock_sensor
 from dagster_project.dvc_integration.translator import DvcTranslator
+
+PROJECT_DIR_ENV = "DISTILL_PROJECT_DIR"
+
+
+def project_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
+    """The project (repo root) the definitions serve: DISTILL_PROJECT_DIR if set, else the repo this
+    package lives in."""
+    environ = os.environ if environ is None else environ
+    default = Path(__file__).resolve().parent.parent.parent
+    return Path(environ.get(PROJECT_DIR_ENV) or default).resolve()
 
 
 def recipe_jobs(project: DvcProject) -> list:

@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,23 +32,52 @@ class DvcCommandError(RuntimeError):
     """A dvc command failed; the message carries its output tail."""
 
 
+class DvcInterrupted(DvcCommandError):
+    """A dvc command was stopped because its run was terminated (see `interrupt_runs_dvc`)."""
+
+
+# The dvc process each run is waiting on, so that terminating a run that executes in this process
+# (`InProcessRunLauncher`) can stop it, and the runs asked to stop (a process started after the
+# request is stopped at once).
+_running: dict[str, subprocess.Popen] = {}
+_interrupted: set[str] = set()
+_lock = threading.Lock()
+
+
+def interrupt_runs_dvc(run_id: str) -> None:
+    """Stop the dvc command of run `run_id` (now or as soon as it starts) the way Ctrl-C does: SIGINT to
+    its process group, so DVC stops the stage command and leaves the workspace as after a Ctrl-C."""
+    with _lock:
+        _interrupted.add(run_id)
+        proc = _running.get(run_id)
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+
+
 class DvcCliResource(dg.ConfigurableResource):
     """Runs DVC commands in `project_dir` (the repo root). Operational settings only, never experiment
     knobs."""
 
     project_dir: str
 
-    def stream(self, *args: str) -> Iterator[str]:
-        """Run `dvc <args>`, yielding each output line as it comes; raise DvcCommandError on failure."""
-        cmd = [dvc_executable(), *args]
+    def stream(self, *args: str, run_id: str | None = None) -> Iterator[str]:
+        """Run `dvc <args>`, yielding each output line as it comes; raise DvcCommandError on failure
+        (DvcInterrupted when run `run_id` was terminated)."""
         proc = subprocess.Popen(
-            cmd,
+            [dvc_executable(), *args],
             cwd=self.project_dir,
             env=dvc_subprocess_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: an interrupt reaches the stage command too
         )
+        if run_id is not None:
+            with _lock:
+                _running[run_id] = proc
+                stop_now = run_id in _interrupted
+            if stop_now:
+                os.killpg(proc.pid, signal.SIGINT)
         tail: list[str] = []
         assert proc.stdout is not None
         try:
@@ -58,34 +89,23 @@ class DvcCliResource(dg.ConfigurableResource):
             if proc.poll() is None and proc.stdout is not None:
                 proc.stdout.close()
             code = proc.wait()
+            if run_id is not None:
+                with _lock:
+                    _running.pop(run_id, None)
+        command = " ".join(["dvc", *args])
+        if run_id is not None and run_id in _interrupted:
+            raise DvcInterrupted(f"`{command}` was stopped: the run was terminated")
         if code != 0:
-            raise DvcCommandError(
-                f"`{' '.join(['dvc', *args])}` failed with exit code {code}:\n" + "\n".join(tail)
-            )
+            raise DvcCommandError(f"`{command}` failed with exit code {code}:\n" + "\n".join(tail))
 
     def run(self, *args: str, log: Callable[[str], None] | None = None) -> str:
         """Run `dvc <args>`, streaming each output line to `log`; raise DvcCommandError on failure."""
-        cmd = [dvc_executable(), *args]
-        proc = subprocess.Popen(
-            cmd,
-            cwd=self.project_dir,
-            env=dvc_subprocess_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
         lines = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
+        for line in self.stream(*args):
+            lines.append(line)
             if log:
-                log(line.rstrip("\n"))
-        code = proc.wait()
-        output = "\n".join(lines)
-        if code != 0:
-            tail = "\n".join(lines[-40:])
-            raise DvcCommandError(f"`{' '.join(['dvc', *args])}` failed with exit code {code}:\n{tail}")
-        return output
+                log(line)
+        return "\n".join(lines)
 
     def repro(self, address: str, log: Callable[[str], None] | None = None) -> str:
         """Reproduce one stage only (never its upstream), waiting for the repo lock if it is held;

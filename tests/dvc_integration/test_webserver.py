@@ -5,6 +5,7 @@ every recipe's assets."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, executed, system_chromium
+from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, executed, set_param, system_chromium
+
+from dagster_project.dvc_integration.launcher import IN_PROCESS_EVENT
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +35,19 @@ mutation Launch($executionParams: ExecutionParams!) {
     ... on RunConfigValidationInvalid { errors { message } }
   }
 }
+"""
+TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunFailure { message }
+    ... on PythonError { message }
+  }
+}
+"""
+RUN_EVENTS = """
+query Events($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection { events {
+  __typename ... on MessageEvent { message } } } } }
 """
 RUN_STATUS = (
     "query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status startTime endTime } } }"
@@ -75,6 +91,8 @@ def dagster_dev(broken_recipes_repo, tmp_path):
     port = _free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
+    # The repo's instance settings, as `dagster dev` started in the repo uses them (in-process launcher).
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     env = _env() | {"DAGSTER_HOME": str(home), "DISTILL_PROJECT_DIR": str(fixture_repo)}
     env["DAGSTER_DISABLE_TELEMETRY"] = "yes"
     log = open(tmp_path / "dagster_dev.log", "w")
@@ -113,7 +131,8 @@ def dagster_dev(broken_recipes_repo, tmp_path):
         log.close()
 
 
-def launch_and_wait(port: int, location: str, asset: list[str], timeout: float = 900) -> dict:
+def launch(port: int, location: str, asset: list[str]) -> str:
+    """The UI's Materialize of one asset; returns the run id."""
     params = {
         "selector": {
             "repositoryLocationName": location,
@@ -127,14 +146,26 @@ def launch_and_wait(port: int, location: str, asset: list[str], timeout: float =
     }
     result = graphql(port, LAUNCH, {"executionParams": params})["launchPipelineExecution"]
     assert result["__typename"] == "LaunchRunSuccess", result
-    run_id = result["run"]["runId"]
+    return result["run"]["runId"]
+
+
+def wait_for_run(port: int, run_id: str, timeout: float = 900) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         run = graphql(port, RUN_STATUS, {"id": run_id})["runOrError"]
         if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
             return run
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+def launch_and_wait(port: int, location: str, asset: list[str], timeout: float = 900) -> dict:
+    return wait_for_run(port, launch(port, location, asset), timeout)
+
+
+def run_messages(port: int, run_id: str) -> list[str]:
+    events = graphql(port, RUN_EVENTS, {"id": run_id})["logsForRun"]["events"]
+    return [e.get("message") or "" for e in events]
 
 
 def latest_sensor_ticks(port: int, location: str) -> dict[str, dict]:
@@ -167,8 +198,11 @@ def test_graphql_materialize_updates_dvc_lock_and_ui_shows_all_assets(dagster_de
 
     # Materializing an up-to-date asset: DVC skips, Dagster still records it. Timed for the notes.
     start = time.time()
-    again = launch_and_wait(port, location, ["default", "corpus"])
+    run_id = launch(port, location, ["default", "corpus"])
+    again = wait_for_run(port, run_id)
     assert again["status"] == "SUCCESS"
+    # The repo's dagster.yaml launcher ran it in a thread of the webserver, not in a new process.
+    assert any(IN_PROCESS_EVENT in m for m in run_messages(port, run_id)), run_messages(port, run_id)
     print(
         json.dumps(
             {
@@ -194,6 +228,43 @@ def test_graphql_materialize_updates_dvc_lock_and_ui_shows_all_assets(dagster_de
     assert "recipe 'broken'" in error and "examples/broken/dvc.yaml" in error, error
 
     screenshot_asset_graph(port)
+
+
+def test_terminating_a_run_stops_its_dvc_stage_and_cancels_it(dagster_dev, broken_recipes_repo):
+    """The UI's Terminate of a run executing in the webserver's thread: DVC and the stage command get
+    Ctrl-C, the run ends CANCELED, the repo lock is released and nothing half-written is recorded."""
+    port, location = dagster_dev
+    root = broken_recipes_repo
+    set_param(root, "retrieve", "sleep", 300)
+    start = time.time()
+    run_id = launch(port, location, ["default", "corpus"])
+    while "retrieve" not in (root / "runs.log").read_text() if (root / "runs.log").exists() else True:
+        assert time.time() - start < 120, "the stage did not start"
+        time.sleep(0.2)
+    result = graphql(port, TERMINATE, {"runId": run_id})["terminateRun"]
+    assert result["__typename"] == "TerminateRunSuccess", result
+    run = wait_for_run(port, run_id, timeout=120)
+    assert run["status"] == "CANCELED", run
+    assert time.time() - start < 120  # not the stage's 300 s
+    assert not _stage_processes("steps.py retrieve"), "the stage command outlived its run"
+    assert not (root / "dvc.lock").exists() and not (root / "assets/corpus").exists()
+    # The lock is free and the stage runs to the end once it is quick again.
+    set_param(root, "retrieve", "sleep", 0)
+    assert launch_and_wait(port, location, ["default", "corpus"])["status"] == "SUCCESS"
+    assert (root / "assets/corpus/chunks.txt").exists()
+
+
+def _stage_processes(needle: str) -> list[int]:
+    """Pids of live processes whose command line contains `needle` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if needle in cmdline:
+            pids.append(int(proc.name))
+    return pids
 
 
 def screenshot_asset_graph(port: int) -> None:
