@@ -131,14 +131,14 @@ def dagster_dev(broken_recipes_repo, tmp_path):
         log.close()
 
 
-def launch(port: int, location: str, asset: list[str]) -> str:
-    """The UI's Materialize of one asset; returns the run id."""
+def launch(port: int, location: str, *assets: list[str]) -> str:
+    """The UI's Materialize of the selected assets; returns the run id."""
     params = {
         "selector": {
             "repositoryLocationName": location,
             "repositoryName": "__repository__",
             "pipelineName": "__ASSET_JOB",
-            "assetSelection": [{"path": asset}],
+            "assetSelection": [{"path": asset} for asset in assets],
             "assetCheckSelection": [],
         },
         "mode": "default",
@@ -252,6 +252,23 @@ def test_terminating_a_run_stops_its_dvc_stage_and_cancels_it(dagster_dev, broke
     set_param(root, "retrieve", "sleep", 0)
     assert launch_and_wait(port, location, ["default", "corpus"])["status"] == "SUCCESS"
     assert (root / "assets/corpus/chunks.txt").exists()
+
+
+def test_a_graphql_subset_run_executes_exactly_the_selected_stages(dagster_dev, broken_recipes_repo):
+    """Two of the root recipe's five assets selected in the UI: one run, exactly their two stages."""
+    port, location = dagster_dev
+    root = broken_recipes_repo
+    names = ["corpus", "synthesized", "deduped", "student", "eval_report"]
+    run = wait_for_run(port, launch(port, location, *(["default", n] for n in names)))
+    assert run["status"] == "SUCCESS", run
+    assert executed(root) == ["retrieve", "synthesize", "dedup", "train", "evaluate"]
+    set_param(root, "synthesize", "suffix", "?")
+    set_param(root, "train", "lr", 0.2)
+    run = wait_for_run(port, launch(port, location, ["default", "student"], ["default", "synthesized"]))
+    assert run["status"] == "SUCCESS", run
+    assert executed(root) == ["synthesize", "train"]  # in dependency order; dedup/evaluate not run
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] == 0.2
 
 
 def _stage_processes(needle: str) -> list[int]:
