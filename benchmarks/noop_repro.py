@@ -134,13 +134,14 @@ def ui_materialize(root: Path, asset: list[str], repeats: int) -> dict:
                 time.sleep(0.05)
 
         samples = []
-        for _ in range(repeats):
+        for _ in range(repeats + 1):  # the first also loads the definitions in the launcher
             t0 = time.perf_counter()
             launch()
             samples.append(time.perf_counter() - t0)
         return {
             "ui_dagster_dev_startup_s": round(startup, 3),
-            "ui_materialize_one_up_to_date_s": round(statistics.median(samples), 3),
+            "ui_materialize_first_after_start_s": round(samples[0], 3),
+            "ui_materialize_one_up_to_date_s": round(statistics.median(samples[1:]), 3),
             "ui_materialize_samples_s": [round(x, 3) for x in samples],
         }
     finally:

@@ -12,7 +12,12 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster_project.dvc_integration.checks import check_definitions, check_results, check_specs
 from dagster_project.dvc_integration.metadata import output_metadata
 from dagster_project.dvc_integration.project import DvcProject, DvcStage, Recipe
-from dagster_project.dvc_integration.resource import DvcCliResource, DvcCommandError, DvcInterrupted
+from dagster_project.dvc_integration.resource import (
+    DvcCliResource,
+    DvcCommandError,
+    DvcInterrupted,
+    default_remote,
+)
 from dagster_project.dvc_integration.translator import DvcTranslator, dagster_name
 from dagster_project.dvc_integration.versions import data_version_from_lock, lock_entry_hash, read_lock
 
@@ -20,6 +25,7 @@ LOCK_ENTRY_TAG = "dvc/lock_entry"
 STAGE_TAG = "dvc/stage"
 RECIPE_TAG = "dvc/recipe"
 SOURCE_TAG = "dvc/source"
+OUTCOME_METADATA = "dvc_outcome"
 
 
 def as_project(project: "DvcProject | str | Path") -> DvcProject:
@@ -61,36 +67,50 @@ def topological(stages: "tuple[DvcStage, ...] | list[DvcStage]") -> list[DvcStag
     return done
 
 
-# What `dvc repro` prints when it is done with a stage, or starts one (the previous one is then done).
+# What `dvc repro` prints when it starts a stage, pulls its outputs, or is done with it (skipped it or
+# restored it from the run cache); starting the next stage means the previous one is done.
 _STAGE_LINE = re.compile(
     r"^(?:Running stage '(?P<run>[^']+)'"
+    r"|Pulling data for stage: '(?P<pull>[^']+)'"
     r"|Stage '(?P<skip>[^']+)' didn't change, skipping"
     r"|Stage '(?P<cached>[^']+)' is cached - skipping run, checking out outputs)"
 )
 
+# How a stage's outputs came to be what they are after a run (the `dvc_outcome` metadata).
+RECOMPUTED = "recomputed"
+PULLED = "pulled from the remote"
+RUN_CACHE = "restored from the run cache"
+UP_TO_DATE = "up to date"
 
-def stage_events(lines: Iterable[str], names: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(`line`, "") for every output line, and ("", stage name) each time DVC is done with a stage:
-    when it skips it, restores it from the run cache, or starts the next one. `names` maps how DVC
-    prints a stage (`dedup`, `examples/x/dvc.yaml:score`) to the stage's name."""
-    current = None
+
+def stage_events(lines: Iterable[str], names: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(`line`, "", "") for every output line, and ("", stage name, outcome) each time DVC is done with
+    a stage: when it skips it (UP_TO_DATE), restores it from the run cache (RUN_CACHE), pulled its
+    recorded outputs (PULLED), or ran it (RECOMPUTED, reported when the next stage starts or at the end).
+    `names` maps how DVC prints a stage (`dedup`, `examples/x/dvc.yaml:score`) to the stage's name."""
+    current: str | None = None
+    outcome = ""
     for line in lines:
-        yield line, ""
+        yield line, "", ""
         match = _STAGE_LINE.match(line.strip())
         if not match:
             continue
-        printed = match.group("run") or match.group("skip") or match.group("cached")
+        printed = match.group("run") or match.group("pull") or match.group("skip") or match.group("cached")
         name = names.get(printed)
         if name is None:
             continue
         if current is not None and current != name:
-            yield "", current
+            yield "", current, outcome
         current = name
-        if not match.group("run"):  # skipped or restored: done now
-            yield "", name
+        if match.group("run"):  # also after "Unable to pull data": then it is recomputed
+            outcome = RECOMPUTED
+        elif match.group("pull"):
+            outcome = PULLED
+        else:  # skipped or restored: done now
+            yield "", name, UP_TO_DATE if match.group("skip") else RUN_CACHE
             current = None
     if current is not None:
-        yield "", current
+        yield "", current, outcome
 
 
 def _build_recipe(
@@ -123,21 +143,24 @@ def _build_recipe(
         selected = {by_key[k] for k in context.selected_asset_keys}
         selected_checks = set(context.selected_asset_check_keys)
         stages = [recipe.stage(n) for n in order if n in selected]
-        args = ["--wait-for-lock", "repro", "--single-item", *(s.address for s in stages)]
+        # `--pull`: a stage whose recorded outputs are missing here is first pulled from the remote
+        # (and a changed one restored from the remote's run cache) before anything is recomputed.
+        pull = ["--pull"] if dvc.pull and default_remote(root) else []
+        args = ["--wait-for-lock", "repro", *pull, "--single-item", *(s.address for s in stages)]
         context.log.info("dvc " + " ".join(args))
         reported: list[str] = []
 
-        def report(name: str):
+        def report(name: str, outcome: str):
             stage = recipe.stage(name)
             spec = specs[name]
-            # Also when DVC skipped the stage or restored it from the run cache: versions come from
-            # dvc.lock, not from what the command printed.
+            # Also when DVC skipped the stage, pulled it or restored it from the run cache: versions
+            # come from dvc.lock, not from what the command printed.
             data_version, tags, metadata = materialization_parts(root, recipe, stage)
             yield dg.MaterializeResult(
                 asset_key=spec.key,
                 data_version=dg.DataVersion(data_version) if data_version else None,
                 tags={**tags, SOURCE_TAG: "dagster"},
-                metadata=metadata,
+                metadata={OUTCOME_METADATA: outcome, **metadata},
             )
             # Checks declared in dvc.yaml `meta.dagster.checks`, over the outputs as they are now.
             for result in check_results(root / stage.wdir, spec.key, checks[name]):
@@ -146,11 +169,11 @@ def _build_recipe(
             reported.append(name)
 
         try:
-            for line, done in stage_events(dvc.stream(*args, run_id=context.run_id), printed):
+            for line, done, outcome in stage_events(dvc.stream(*args, run_id=context.run.run_id), printed):
                 if line:
                     context.log.info(line)
                 elif done in selected and done not in reported:
-                    yield from report(done)
+                    yield from report(done, outcome)
         except DvcInterrupted as exc:  # the run was terminated: Dagster marks it canceled
             raise DagsterExecutionInterruptedError(
                 f"{exc}; stages reported before: {', '.join(reported) or 'none'}"
@@ -163,7 +186,7 @@ def _build_recipe(
             ) from None
         for stage in stages:  # DVC printed nothing about a stage (should not happen): report it too
             if stage.name not in reported:
-                yield from report(stage.name)
+                yield from report(stage.name, UP_TO_DATE)
 
     return _asset
 

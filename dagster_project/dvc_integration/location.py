@@ -24,6 +24,12 @@ def project_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get(PROJECT_DIR_ENV) or default).resolve()
 
 
+def pull_from_remote(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether Materialize tries the remote first (`dvc repro --pull`): yes unless DISTILL_DVC_PULL=0."""
+    environ = os.environ if environ is None else environ
+    return environ.get("DISTILL_DVC_PULL", "1").strip() not in ("0", "false", "no")
+
+
 def recipe_jobs(project: DvcProject) -> list:
     """`main` (every recipe) and one job per recipe, `recipe__<name>` (its group)."""
     jobs = [dg.define_asset_job("main", selection=dg.AssetSelection.all(), description="Every recipe.")]
@@ -50,7 +56,7 @@ def build_code_location(
         assets=build_dvc_assets(project, translator),
         jobs=recipe_jobs(project),
         sensors=[build_dvc_lock_sensor(project, translator), *build_recipe_error_sensors(project)],
-        resources={"dvc": DvcCliResource(project_dir=str(project.root))},
+        resources={"dvc": DvcCliResource(project_dir=str(project.root), pull=pull_from_remote())},
         # A run is one step per recipe that waits on `dvc`: running it in the run's own process saves
         # a second process start (and definitions load) per run; DVC isolates each stage itself.
         executor=dg.in_process_executor,

@@ -28,6 +28,19 @@ def dvc_executable() -> str:
     return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
 
 
+def default_remote(project_dir: str | Path) -> str | None:
+    """The repo's default DVC remote (`core.remote` of .dvc/config, overridden by .dvc/config.local),
+    or None. Read from the files: spawning `dvc remote default` would cost a second."""
+    from configobj import ConfigObj  # DVC's own config format and parser
+
+    name = None
+    for config in (".dvc/config", ".dvc/config.local"):
+        path = Path(project_dir) / config
+        if path.exists():
+            name = ConfigObj(str(path)).get("core", {}).get("remote", name)
+    return name or None
+
+
 class DvcCommandError(RuntimeError):
     """A dvc command failed; the message carries its output tail."""
 
@@ -59,6 +72,10 @@ class DvcCliResource(dg.ConfigurableResource):
     knobs."""
 
     project_dir: str
+    pull: bool = True
+    """Materialize with `dvc repro --pull` when the repo has a default remote: missing outputs of an
+    unchanged stage are pulled from it, and a changed stage is restored from its run cache when it has
+    the run, before anything is recomputed (off: DISTILL_DVC_PULL=0 for the project's definitions)."""
 
     def stream(self, *args: str, run_id: str | None = None) -> Iterator[str]:
         """Run `dvc <args>`, yielding each output line as it comes; raise DvcCommandError on failure

@@ -7,7 +7,7 @@ import dagster as dg
 from helpers import dvc, executed, set_param
 
 from dagster_project.dvc_integration import DvcCliResource, build_dvc_assets
-from dagster_project.dvc_integration.assets import stage_events
+from dagster_project.dvc_integration.assets import PULLED, RECOMPUTED, RUN_CACHE, UP_TO_DATE, stage_events
 
 KEYS = {
     n: dg.AssetKey(["default", n]) for n in ("corpus", "synthesized", "deduped", "student", "eval_report")
@@ -83,5 +83,23 @@ def test_stage_events_names_each_stage_when_dvc_is_done_with_it():
     names = {"retrieve": "retrieve", "train": "train"} | {
         f"examples/x/dvc.yaml:score@{k}": f"score@{k}" for k in ("small", "big")
     }
-    done = [name for line, name in stage_events(lines, names) if name]
-    assert done == ["retrieve", "score@small", "score@big", "train"]
+    done = [(name, outcome) for line, name, outcome in stage_events(lines, names) if name]
+    assert done == [
+        ("retrieve", UP_TO_DATE),
+        ("score@small", RECOMPUTED),
+        ("score@big", RUN_CACHE),
+        ("train", RECOMPUTED),
+    ]
+
+
+def test_stage_events_tell_pulled_from_recomputed_after_a_failed_pull():
+    lines = [
+        "Pulling data for stage: 'retrieve'",
+        "Pulling data for stage: 'train'",
+        "WARNING: Some of the cache files do not exist neither locally nor on remote.",
+        "Unable to pull data for stage: 'train'",
+        "Running stage 'train':",
+        "> python train.py",
+    ]
+    done = [(n, o) for _, n, o in stage_events(lines, {"retrieve": "retrieve", "train": "train"}) if n]
+    assert done == [("retrieve", PULLED), ("train", RECOMPUTED)]
