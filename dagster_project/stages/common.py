@@ -265,6 +265,37 @@ def debugging() -> bool:
     return "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
 
 
+@contextmanager
+def exit_on_teacher_error(section: str, resume_hint: str) -> Iterator[None]:
+    """Turn the teacher's budget, config and reachability errors raised inside the block into one
+    stderr line and an exit status: 3 (budget), 2 (config), 4 (unreachable; `resume_hint` tells how to
+    resume). `--debug` or DISTILL_DEBUG=1 lets the error through with its traceback."""
+    # The teacher stack is imported only by the stages that call the teacher.
+    from dagster_project.teacher.engine import (
+        BudgetExceededError,
+        TeacherConfigError,
+        TeacherUnreachableError,
+    )
+
+    try:
+        yield
+    except BudgetExceededError as exc:
+        if debugging():
+            raise
+        print(f"{section}: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except TeacherConfigError as exc:
+        if debugging():
+            raise
+        print(f"{section}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except TeacherUnreachableError as exc:
+        if debugging():
+            raise
+        print(f"{section}: error: {exc}. Nothing written; {resume_hint}", file=sys.stderr)
+        raise SystemExit(4) from None
+
+
 def run_main(main: Any) -> None:
     """Run a stage's `main()`: a handled error prints `error: <message>` (what is wrong and the fix) and
     exits with its status; `--debug` or DISTILL_DEBUG=1 shows the full traceback instead (a stage that

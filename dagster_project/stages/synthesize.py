@@ -50,7 +50,7 @@ from dagster_project.params_schema import DataFile, PromptFile, StageParams, gol
 from dagster_project.stages.common import (
     atomic_output_dir,
     data_facts,
-    debugging,
+    exit_on_teacher_error,
     load_stage_params,
     run_main,
     stage_parser,
@@ -58,12 +58,7 @@ from dagster_project.stages.common import (
     write_parquet,
 )
 from dagster_project.synthesis.shots import ShotSampler, read_table
-from dagster_project.teacher.engine import (
-    BudgetExceededError,
-    TeacherConfigError,
-    TeacherEngine,
-    TeacherUnreachableError,
-)
+from dagster_project.teacher.engine import TeacherEngine
 from dagster_project.teacher.mapping import build_requests, map_prompt
 from dagster_project.teacher.prompts import Prompt, PromptError, load_prompt
 
@@ -309,27 +304,12 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
             )
             return
-        try:
+        with exit_on_teacher_error(
+            args.section,
+            "every answer received is cached - check the endpoint (DISTILL_TEACHER_BASE_URL) and rerun "
+            "to resume.",
+        ):
             result = map_prompt(engine, prompt, requests, carry=params.carry)
-        except BudgetExceededError as exc:
-            if debugging():
-                raise
-            print(f"{args.section}: {exc}", file=sys.stderr)
-            raise SystemExit(3) from None
-        except TeacherConfigError as exc:
-            if debugging():
-                raise
-            print(f"{args.section}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except TeacherUnreachableError as exc:
-            if debugging():
-                raise
-            print(
-                f"{args.section}: error: {exc}. Nothing written; every answer received is cached - check "
-                "the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
-                file=sys.stderr,
-            )
-            raise SystemExit(4) from None
 
     examples, rejects = output_frames(result.rows, result.rejects, params, prompt, inputs)
     if examples.height == 0:

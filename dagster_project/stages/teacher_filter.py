@@ -34,6 +34,7 @@ from dagster_project.params_schema import DataFile, PromptFile, StageParams, gol
 from dagster_project.stages.common import (
     atomic_output_dir,
     data_facts,
+    exit_on_teacher_error,
     load_stage_params,
     stage_parser,
     write_json,
@@ -147,12 +148,6 @@ def apply_filter(
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; see the module docstring."""
-    from dagster_project.teacher.engine import (
-        BudgetExceededError,
-        TeacherConfigError,
-        TeacherUnreachableError,
-    )
-
     parser = stage_parser(__doc__.splitlines()[0], kind="teacher_filter")
     parser.add_argument("--input", required=True, help="the table to filter (parquet/jsonl)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -179,19 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         return
-    try:
+    with exit_on_teacher_error(args.section, "rerun to resume from the cache."):
         verdicts, reasons, counters = judge(df, params, Path(args.params).parent)
-    except BudgetExceededError as exc:
-        print(f"{args.section}: {exc}", file=sys.stderr)
-        raise SystemExit(3) from None
-    except TeacherConfigError as exc:
-        print(f"{args.section}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except TeacherUnreachableError as exc:
-        print(
-            f"{args.section}: error: {exc}. Nothing written; rerun to resume from the cache.", file=sys.stderr
-        )
-        raise SystemExit(4) from None
     kept, removed = apply_filter(df, verdicts, reasons, params.keep_unrated)
     counts = {v: verdicts.count(v) for v in ("yes", "no", "unrated")}
     stats = {
