@@ -265,6 +265,38 @@ def debugging() -> bool:
     return "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
 
 
+def prompt_constants(
+    section: str, constants: Mapping[str, Any], files: Mapping[str, str | Path], root: Path
+) -> dict[str, Any]:
+    """A teacher prompt's fixed values: `constants`, and each of `files` (prompt variable -> a YAML/JSON
+    file, relative to `root`) parsed. A file that is not valid YAML/JSON stops the stage with an error."""
+    import yaml
+
+    values = dict(constants)
+    for var, path in files.items():
+        try:
+            values[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"error: {section}.files.{var}: {path} is not valid YAML/JSON: {exc}") from None
+    return values
+
+
+def print_dry_run(section: str, engine: Any, requests: list[Any]) -> None:
+    """A teacher stage's `--dry-run`: the engine's estimate of `requests` as JSON on stdout and a one-line
+    summary (requests, cache hits, calls, tokens, worst-case cost) on stderr; nothing is sent."""
+    estimate = {"stage": section, "backend": engine.backend_kind, **engine.estimate(requests)}
+    print(json.dumps(estimate, indent=2))
+    cost = estimate["cost_usd_max"]
+    print(
+        f"{section} --dry-run: {estimate['requests']} requests, "
+        f"{estimate['cache_hits']} cached, {estimate['calls']} calls, "
+        f"~{estimate['tokens_in']} tokens in, <= "
+        f"{estimate['tokens_out_max']} tokens out, <= "
+        f"{'unknown (no price)' if cost is None else f'${cost:.4f}'}",
+        file=sys.stderr,
+    )
+
+
 @contextmanager
 def exit_on_teacher_error(section: str, resume_hint: str) -> Iterator[None]:
     """Turn the teacher's budget, config and reachability errors raised inside the block into one

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
@@ -52,6 +51,8 @@ from dagster_project.stages.common import (
     data_facts,
     exit_on_teacher_error,
     load_stage_params,
+    print_dry_run,
+    prompt_constants,
     run_main,
     stage_parser,
     write_json,
@@ -256,14 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             key = json.dumps(rows[i], sort_keys=True, default=str) + f"\x1f{sample}"
             return {s.variable: sampler.draw(rows[i], key)}
 
-    constants = dict(params.constants)
-    for var, path in params.files.items():
-        try:
-            constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SystemExit(
-                f"error: {args.section}.files.{var}: {path} is not valid YAML/JSON: {exc}"
-            ) from None
+    constants = prompt_constants(args.section, params.constants, params.files, root)
     try:
         requests = build_requests(
             prompt,
@@ -292,17 +286,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with TeacherEngine(max_attempts=params.max_attempts) as engine:
         if args.dry_run:
-            estimate = {"stage": args.section, "backend": engine.backend_kind, **engine.estimate(requests)}
-            print(json.dumps(estimate, indent=2))
-            cost = estimate["cost_usd_max"]
-            print(
-                f"{args.section} --dry-run: {estimate['requests']} requests, "
-                f"{estimate['cache_hits']} cached, {estimate['calls']} calls, "
-                f"~{estimate['tokens_in']} tokens in, <= "
-                f"{estimate['tokens_out_max']} tokens out, <= "
-                f"{'unknown (no price)' if cost is None else f'${cost:.4f}'}",
-                file=sys.stderr,
-            )
+            print_dry_run(args.section, engine, requests)
             return
         with exit_on_teacher_error(
             args.section,

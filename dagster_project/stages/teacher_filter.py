@@ -22,12 +22,10 @@ and sends and writes nothing.
 """
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
@@ -36,6 +34,8 @@ from dagster_project.stages.common import (
     data_facts,
     exit_on_teacher_error,
     load_stage_params,
+    print_dry_run,
+    prompt_constants,
     stage_parser,
     write_json,
     write_parquet,
@@ -80,9 +80,7 @@ def requests_for(df: pl.DataFrame, params: Params, root: Path) -> tuple[Any, lis
         raise SystemExit(
             f"error: teacher_filter: the input has no column(s) {missing}; its columns: {df.columns}"
         )
-    constants = dict(params.constants)
-    for var, path in params.files.items():
-        constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
+    constants = prompt_constants("teacher_filter", params.constants, params.files, root)
     rows = df.select(sorted(set(params.variables.values()))).with_row_index(ROW).to_dicts()
     requests = build_requests(
         prompt,
@@ -165,14 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
         _, requests = requests_for(df, params, Path(args.params).parent)
         with TeacherEngine(max_attempts=params.max_attempts) as engine:
-            estimate = {"stage": args.section, "backend": engine.backend_kind, **engine.estimate(requests)}
-        print(json.dumps(estimate, indent=2))
-        cost = estimate["cost_usd_max"]
-        print(
-            f"{args.section} --dry-run: {estimate['requests']} requests, {estimate['calls']} calls, "
-            f"<= {'unknown (no price)' if cost is None else f'${cost:.4f}'}",
-            file=sys.stderr,
-        )
+            print_dry_run(args.section, engine, requests)
         return
     with exit_on_teacher_error(args.section, "rerun to resume from the cache."):
         verdicts, reasons, counters = judge(df, params, Path(args.params).parent)
