@@ -19,9 +19,14 @@ prompt file's `output` block (explode, declared checks: see teacher/prompts.py).
 unsharded run, and the dedup stage merges their outputs. Shards share the teacher cache safely: each
 process appends to its own cache file.
 
-- `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason, 429s,
-  pause time, tokens in/out, wall time, estimated cost in USD per model) plus n_requests, n_examples,
-  n_rejects and json_repairs (accepted answers whose JSON needed a repair: fences, prose, trailing commas)
+- `stats.json`: what the run produced: backend, requests, engine rejects by reason, n_requests, n_examples,
+  n_rejects, rejects_by_reason and json_repairs (accepted answers whose JSON needed a repair: fences,
+  prose, trailing commas)
+
+The run facts - the engine's calls, cache hits, retries and their reasons, 429s, pause time, tokens in/out,
+wall time and estimated cost in USD per model, which depend on what the cache held - go to
+`<out's parent>/.runs/<out's name>.json` (git-ignored, not a DVC output; `read_run_facts` in
+stages/common.py), so an unchanged rebuild writes the same `stats.json`.
 
 A run that yields no example at all fails (exit 5) naming the reject reasons: an empty table is never a
 successful build. ``--dry-run`` renders every request and prints (JSON) how many would miss the cache and

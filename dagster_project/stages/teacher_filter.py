@@ -14,7 +14,10 @@ default). The answer's `verdict_field` says yes or no (case-insensitive; "true"/
     rejects.parquet   the removed rows: every input column, `verdict`, `verdict_reason`, and `reason`
                       ("filter_no", or "filter_unrated" when `keep_unrated` is false)
     stats.json        n_in, n_kept, n_removed, n_unrated, kept_share, verdict counts, the engine's
-                      counters and JSON repairs
+                      requests and rejects, and JSON repairs
+
+The engine's run facts (calls, cache hits, retries, tokens, cost, wall time) go to
+`<out's parent>/.runs/<out's name>.json` (git-ignored, not a DVC output), never into `stats.json`.
 
 A row the teacher could not judge (every sample rejected) is kept by default and counted as unrated.
 ``--dry-run`` prints how many requests would miss the cache, their estimated tokens and worst-case cost,
