@@ -265,6 +265,69 @@ def debugging() -> bool:
     return "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
 
 
+def prompt_constants(
+    section: str, constants: Mapping[str, Any], files: Mapping[str, str | Path], root: Path
+) -> dict[str, Any]:
+    """A teacher prompt's fixed values: `constants`, and each of `files` (prompt variable -> a YAML/JSON
+    file, relative to `root`) parsed. A file that is not valid YAML/JSON stops the stage with an error."""
+    import yaml
+
+    values = dict(constants)
+    for var, path in files.items():
+        try:
+            values[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"error: {section}.files.{var}: {path} is not valid YAML/JSON: {exc}") from None
+    return values
+
+
+def print_dry_run(section: str, engine: Any, requests: list[Any]) -> None:
+    """A teacher stage's `--dry-run`: the engine's estimate of `requests` as JSON on stdout and a one-line
+    summary (requests, cache hits, calls, tokens, worst-case cost) on stderr; nothing is sent."""
+    estimate = {"stage": section, "backend": engine.backend_kind, **engine.estimate(requests)}
+    print(json.dumps(estimate, indent=2))
+    cost = estimate["cost_usd_max"]
+    print(
+        f"{section} --dry-run: {estimate['requests']} requests, "
+        f"{estimate['cache_hits']} cached, {estimate['calls']} calls, "
+        f"~{estimate['tokens_in']} tokens in, <= "
+        f"{estimate['tokens_out_max']} tokens out, <= "
+        f"{'unknown (no price)' if cost is None else f'${cost:.4f}'}",
+        file=sys.stderr,
+    )
+
+
+@contextmanager
+def exit_on_teacher_error(section: str, resume_hint: str) -> Iterator[None]:
+    """Turn the teacher's budget, config and reachability errors raised inside the block into one
+    stderr line and an exit status: 3 (budget), 2 (config), 4 (unreachable; `resume_hint` tells how to
+    resume). `--debug` or DISTILL_DEBUG=1 lets the error through with its traceback."""
+    # The teacher stack is imported only by the stages that call the teacher.
+    from dagster_project.teacher.engine import (
+        BudgetExceededError,
+        TeacherConfigError,
+        TeacherUnreachableError,
+    )
+
+    try:
+        yield
+    except BudgetExceededError as exc:
+        if debugging():
+            raise
+        print(f"{section}: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except TeacherConfigError as exc:
+        if debugging():
+            raise
+        print(f"{section}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except TeacherUnreachableError as exc:
+        if debugging():
+            raise
+        print(f"{section}: error: {exc}. Nothing written; {resume_hint}", file=sys.stderr)
+        raise SystemExit(4) from None
+
+
 def run_main(main: Any) -> None:
     """Run a stage's `main()`: a handled error prints `error: <message>` (what is wrong and the fix) and
     exits with its status; `--debug` or DISTILL_DEBUG=1 shows the full traceback instead (a stage that

@@ -44,7 +44,7 @@ from pydantic import Field
 from dagster_project.params_schema import DataFile, FileRef, StageParams, _check_file
 from dagster_project.stages.common import (
     atomic_output_dir,
-    debugging,
+    exit_on_teacher_error,
     load_stage_params,
     run_main,
     stage_parser,
@@ -263,12 +263,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from dagster_project.student.conversation import expand_conversations
     from dagster_project.synthesis.shots import read_table
-    from dagster_project.teacher.engine import (
-        BudgetExceededError,
-        TeacherConfigError,
-        TeacherEngine,
-        TeacherUnreachableError,
-    )
+    from dagster_project.teacher.engine import TeacherEngine
 
     parser = stage_parser(__doc__.splitlines()[0], kind="converse")
     parser.add_argument(
@@ -297,26 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     planned = plan(spec, passages, params.conversations, params.seed)
 
     with TeacherEngine(max_attempts=params.max_attempts) as engine:
-        try:
+        with exit_on_teacher_error(args.section, "rerun to resume from the cache."):
             conversations, rejects, n_requests = synthesize(spec, planned, params, root, engine)
-        except BudgetExceededError as exc:
-            if debugging():
-                raise
-            print(f"{args.section}: {exc}", file=sys.stderr)
-            raise SystemExit(3) from None
-        except TeacherConfigError as exc:
-            if debugging():
-                raise
-            print(f"{args.section}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except TeacherUnreachableError as exc:
-            if debugging():
-                raise
-            print(
-                f"{args.section}: error: {exc}. Nothing written; rerun to resume from the cache.",
-                file=sys.stderr,
-            )
-            raise SystemExit(4) from None
     if not conversations:
         reasons = Counter(r["reason"] for r in rejects).most_common(5)
         print(f"{args.section}: error: no conversation survived; reject reasons: {reasons}", file=sys.stderr)

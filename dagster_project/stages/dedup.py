@@ -17,8 +17,10 @@ output folder (atomically):
     report.json                 counts per reason, largest duplicate clusters with examples, diversity
                                 before/after (distinct-1/2, unique ratio); at most 24 numbers, all of
                                 which Dagster shows as asset metadata
-    details.json                candidate/verified pair counts, evaluation set sizes, judge counters,
-                                seconds per step
+    details.json                candidate/verified pair counts, evaluation set sizes, the judge's
+                                requests and its rated and unrated rows
+The run facts - seconds per step and the judge engine's calls, cache hits, tokens and cost - go to
+`<out's parent>/.runs/<out's name>.json` (git-ignored, not a DVC output), never into `details.json`.
 
 The steps, in order (a row removed by one step is not seen by later ones):
 1. filters: required fields, length bounds, Latin-letter ratio, refusal regexes (curation/filters.py);

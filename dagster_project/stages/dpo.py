@@ -39,7 +39,7 @@ from dagster_project.stages.common import (
     stage_parser,
     write_json,
 )
-from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
+from dagster_project.student.prompt_format import PromptFormat, check_student_prompt_columns
 
 LossType = Literal["sigmoid", "ipo", "hinge", "robust", "sft"]
 
@@ -114,10 +114,7 @@ def main() -> None:
             "exactly one column (the text chosen or rejected); it uses "
             f"{list(prompt_format.completion_columns)}."
         )
-    try:
-        prompt_format.check_columns(df.columns, str(path), templates=("prompt",))
-    except PromptFormatError as exc:
-        raise SystemExit(f"error: the student's format ({args.student}/prompt_format.json): {exc}") from None
+    check_student_prompt_columns(prompt_format, args.student, df.columns, str(path))
     train_df, val_df = split_by_key(df, params.key_column, params.val_fraction, params.seed)
     if train_df.height < params.min_pairs:
         raise SystemExit(

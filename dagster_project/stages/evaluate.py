@@ -53,7 +53,7 @@ from dagster_project.evaluation.tasks import TASKS, FreeText, task_class
 from dagster_project.evaluation.teacher import teacher_answers, teacher_judge
 from dagster_project.params_schema import DataFile, FileRef, StageParams, _check_file
 from dagster_project.stages.common import load_stage_params, run_main, stage_parser
-from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
+from dagster_project.student.prompt_format import PromptFormat, check_student_prompt_columns
 
 
 class DiversityParams(StageParams):
@@ -171,10 +171,7 @@ def main() -> None:
     except ValueError as exc:
         raise SystemExit(f"error: {args.section}: {exc}") from None
     columns = [c for c in items[0] if all(c in it for it in items)] if items else []
-    try:
-        prompt_format.check_columns(columns, f"the gold set {params.gold_test}", templates=("prompt",))
-    except PromptFormatError as exc:
-        raise SystemExit(f"error: the student's format ({args.student}/prompt_format.json): {exc}") from None
+    check_student_prompt_columns(prompt_format, args.student, columns, f"the gold set {params.gold_test}")
 
     # The baseline and the diversity of the training texts
     train = pl.read_parquet(Path(args.data) / "train.parquet")

@@ -30,7 +30,7 @@ from dagster_project.stages.common import (
     write_json,
     write_parquet,
 )
-from dagster_project.student.prompt_format import PromptFormat, PromptFormatError
+from dagster_project.student.prompt_format import PromptFormat, check_student_prompt_columns
 from dagster_project.synthesis.shots import read_table
 
 
@@ -77,10 +77,7 @@ def main() -> None:
                 f"{args.section}.{key} to a new name."
             )
     prompt_format = PromptFormat.load(args.student)
-    try:
-        prompt_format.check_columns(rows.columns, str(args.input), templates=("prompt",))
-    except PromptFormatError as exc:
-        raise SystemExit(f"error: the student's format ({args.student}/prompt_format.json): {exc}") from None
+    check_student_prompt_columns(prompt_format, args.student, rows.columns, str(args.input))
 
     # Torch and transformers load only now: validating params and columns stays light.
     from dagster_project.evaluation.generate import generate_answers, load_student, sample_answers

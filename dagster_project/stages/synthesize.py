@@ -19,9 +19,14 @@ prompt file's `output` block (explode, declared checks: see teacher/prompts.py).
 unsharded run, and the dedup stage merges their outputs. Shards share the teacher cache safely: each
 process appends to its own cache file.
 
-- `stats.json`: the engine counters (calls, cache hits, retries and their reasons, rejects by reason, 429s,
-  pause time, tokens in/out, wall time, estimated cost in USD per model) plus n_requests, n_examples,
-  n_rejects and json_repairs (accepted answers whose JSON needed a repair: fences, prose, trailing commas)
+- `stats.json`: what the run produced: backend, requests, engine rejects by reason, n_requests, n_examples,
+  n_rejects, rejects_by_reason and json_repairs (accepted answers whose JSON needed a repair: fences,
+  prose, trailing commas)
+
+The run facts - the engine's calls, cache hits, retries and their reasons, 429s, pause time, tokens in/out,
+wall time and estimated cost in USD per model, which depend on what the cache held - go to
+`<out's parent>/.runs/<out's name>.json` (git-ignored, not a DVC output; `read_run_facts` in
+stages/common.py), so an unchanged rebuild writes the same `stats.json`.
 
 A run that yields no example at all fails (exit 5) naming the reject reasons: an empty table is never a
 successful build. ``--dry-run`` renders every request and prints (JSON) how many would miss the cache and
@@ -43,27 +48,23 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
 from dagster_project.stages.common import (
     atomic_output_dir,
     data_facts,
-    debugging,
+    exit_on_teacher_error,
     load_stage_params,
+    print_dry_run,
+    prompt_constants,
     run_main,
     stage_parser,
     write_json,
     write_parquet,
 )
 from dagster_project.synthesis.shots import ShotSampler, read_table
-from dagster_project.teacher.engine import (
-    BudgetExceededError,
-    TeacherConfigError,
-    TeacherEngine,
-    TeacherUnreachableError,
-)
+from dagster_project.teacher.engine import TeacherEngine
 from dagster_project.teacher.mapping import build_requests, map_prompt
 from dagster_project.teacher.prompts import Prompt, PromptError, load_prompt
 
@@ -261,14 +262,7 @@ def main(argv: list[str] | None = None) -> None:
             key = json.dumps(rows[i], sort_keys=True, default=str) + f"\x1f{sample}"
             return {s.variable: sampler.draw(rows[i], key)}
 
-    constants = dict(params.constants)
-    for var, path in params.files.items():
-        try:
-            constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SystemExit(
-                f"error: {args.section}.files.{var}: {path} is not valid YAML/JSON: {exc}"
-            ) from None
+    constants = prompt_constants(args.section, params.constants, params.files, root)
     try:
         requests = build_requests(
             prompt,
@@ -297,39 +291,14 @@ def main(argv: list[str] | None = None) -> None:
 
     with TeacherEngine(max_attempts=params.max_attempts) as engine:
         if args.dry_run:
-            estimate = {"stage": args.section, "backend": engine.backend_kind, **engine.estimate(requests)}
-            print(json.dumps(estimate, indent=2))
-            cost = estimate["cost_usd_max"]
-            print(
-                f"{args.section} --dry-run: {estimate['requests']} requests, "
-                f"{estimate['cache_hits']} cached, {estimate['calls']} calls, "
-                f"~{estimate['tokens_in']} tokens in, <= "
-                f"{estimate['tokens_out_max']} tokens out, <= "
-                f"{'unknown (no price)' if cost is None else f'${cost:.4f}'}",
-                file=sys.stderr,
-            )
+            print_dry_run(args.section, engine, requests)
             return
-        try:
+        with exit_on_teacher_error(
+            args.section,
+            "every answer received is cached - check the endpoint (DISTILL_TEACHER_BASE_URL) and rerun "
+            "to resume.",
+        ):
             result = map_prompt(engine, prompt, requests, carry=params.carry)
-        except BudgetExceededError as exc:
-            if debugging():
-                raise
-            print(f"{args.section}: {exc}", file=sys.stderr)
-            raise SystemExit(3) from None
-        except TeacherConfigError as exc:
-            if debugging():
-                raise
-            print(f"{args.section}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except TeacherUnreachableError as exc:
-            if debugging():
-                raise
-            print(
-                f"{args.section}: error: {exc}. Nothing written; every answer received is cached - check "
-                "the endpoint (DISTILL_TEACHER_BASE_URL) and rerun to resume.",
-                file=sys.stderr,
-            )
-            raise SystemExit(4) from None
 
     examples, rejects = output_frames(result.rows, result.rejects, params, prompt, inputs)
     if examples.height == 0:

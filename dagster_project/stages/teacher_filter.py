@@ -14,7 +14,10 @@ default). The answer's `verdict_field` says yes or no (case-insensitive; "true"/
     rejects.parquet   the removed rows: every input column, `verdict`, `verdict_reason`, and `reason`
                       ("filter_no", or "filter_unrated" when `keep_unrated` is false)
     stats.json        n_in, n_kept, n_removed, n_unrated, kept_share, verdict counts, the engine's
-                      counters and JSON repairs
+                      requests and rejects, and JSON repairs
+
+The engine's run facts (calls, cache hits, retries, tokens, cost, wall time) go to
+`<out's parent>/.runs/<out's name>.json` (git-ignored, not a DVC output), never into `stats.json`.
 
 A row the teacher could not judge (every sample rejected) is kept by default and counted as unrated.
 ``--dry-run`` prints how many requests would miss the cache, their estimated tokens and worst-case cost,
@@ -22,19 +25,20 @@ and sends and writes nothing.
 """
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 from pydantic import Field
 
 from dagster_project.params_schema import DataFile, PromptFile, StageParams, gold_checks_before_spending
 from dagster_project.stages.common import (
     atomic_output_dir,
     data_facts,
+    exit_on_teacher_error,
     load_stage_params,
+    print_dry_run,
+    prompt_constants,
     stage_parser,
     write_json,
     write_parquet,
@@ -79,9 +83,7 @@ def requests_for(df: pl.DataFrame, params: Params, root: Path) -> tuple[Any, lis
         raise SystemExit(
             f"error: teacher_filter: the input has no column(s) {missing}; its columns: {df.columns}"
         )
-    constants = dict(params.constants)
-    for var, path in params.files.items():
-        constants[var] = yaml.safe_load((root / path).read_text(encoding="utf-8"))
+    constants = prompt_constants("teacher_filter", params.constants, params.files, root)
     rows = df.select(sorted(set(params.variables.values()))).with_row_index(ROW).to_dicts()
     requests = build_requests(
         prompt,
@@ -147,12 +149,6 @@ def apply_filter(
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; see the module docstring."""
-    from dagster_project.teacher.engine import (
-        BudgetExceededError,
-        TeacherConfigError,
-        TeacherUnreachableError,
-    )
-
     parser = stage_parser(__doc__.splitlines()[0], kind="teacher_filter")
     parser.add_argument("--input", required=True, help="the table to filter (parquet/jsonl)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -170,28 +166,10 @@ def main(argv: list[str] | None = None) -> None:
 
         _, requests = requests_for(df, params, Path(args.params).parent)
         with TeacherEngine(max_attempts=params.max_attempts) as engine:
-            estimate = {"stage": args.section, "backend": engine.backend_kind, **engine.estimate(requests)}
-        print(json.dumps(estimate, indent=2))
-        cost = estimate["cost_usd_max"]
-        print(
-            f"{args.section} --dry-run: {estimate['requests']} requests, {estimate['calls']} calls, "
-            f"<= {'unknown (no price)' if cost is None else f'${cost:.4f}'}",
-            file=sys.stderr,
-        )
+            print_dry_run(args.section, engine, requests)
         return
-    try:
+    with exit_on_teacher_error(args.section, "rerun to resume from the cache."):
         verdicts, reasons, counters = judge(df, params, Path(args.params).parent)
-    except BudgetExceededError as exc:
-        print(f"{args.section}: {exc}", file=sys.stderr)
-        raise SystemExit(3) from None
-    except TeacherConfigError as exc:
-        print(f"{args.section}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except TeacherUnreachableError as exc:
-        print(
-            f"{args.section}: error: {exc}. Nothing written; rerun to resume from the cache.", file=sys.stderr
-        )
-        raise SystemExit(4) from None
     kept, removed = apply_filter(df, verdicts, reasons, params.keep_unrated)
     counts = {v: verdicts.count(v) for v in ("yes", "no", "unrated")}
     stats = {

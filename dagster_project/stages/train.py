@@ -2,7 +2,8 @@
 
 Reads its params section (`--section`, default `train`) and `<data>/train.parquet` + `<data>/val.parquet`;
 writes a `from_pretrained`-loadable checkpoint (model + tokenizer), `train_log.json` and
-`prompt_format.json` (the format the evaluate stage must ask in) into `--out`, atomically.
+`prompt_format.json` (the format the evaluate stage must ask in) into `--out`, atomically. The run's
+timings and throughput go to `<out's parent>/.runs/<out's name>.json` (git-ignored), not train_log.json.
 
 Each row becomes a prompt and a completion through the recipe's templates over its columns (the default,
 grounded QA, is below; a classification recipe might use "Text: {text}\\nTopic:" and " {label}"); the

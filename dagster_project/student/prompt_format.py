@@ -245,3 +245,15 @@ class PromptFormat:
         if not path.exists():
             return cls()
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def check_student_prompt_columns(
+    prompt_format: PromptFormat, student_dir: str | Path, available: Iterable[str], where: str
+) -> None:
+    """Stop the stage (`SystemExit`, an `error:` line naming the student's `prompt_format.json`) unless
+    every placeholder of the student's prompt is one of the `available` columns of `where`: a stage that
+    asks a trained student checks its data before loading the weights."""
+    try:
+        prompt_format.check_columns(available, where, templates=("prompt",))
+    except PromptFormatError as exc:
+        raise SystemExit(f"error: the student's format ({student_dir}/{FILE_NAME}): {exc}") from None

@@ -139,3 +139,18 @@ def test_the_judge_checks_the_format_of_each_task():
         "the hypothesis only repeats the premise",
     )
     assert not judge_example("label", nli, "Premise: a b c. Hypothesis: d e f.", "maybe")[0]
+
+
+def test_dry_run_estimates_and_a_broken_file_is_named(recipe, capsys):
+    pl.DataFrame({"input": ["Ana has 4 jars. Answer?"], "output": ["Answer: 4"]}).write_parquet(
+        recipe / "examples.parquet"
+    )
+    args = ["--params", str(recipe / "params.yaml"), "--section", "filter_math"]
+    args += ["--input", str(recipe / "examples.parquet"), "--out", str(recipe / "out")]
+    teacher_filter.main([*args, "--dry-run"])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["requests"] == 1 and "filter_math --dry-run: 1 requests" in err
+    assert not (recipe / "out").exists()
+    (recipe / "math.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(SystemExit, match=r"files\.task: math\.yaml is not valid YAML/JSON"):
+        teacher_filter.main(args)

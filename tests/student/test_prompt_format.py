@@ -17,7 +17,12 @@ from dagster_project.params_schema import ParamsError, validate_params
 from dagster_project.stages import evaluate, train
 from dagster_project.student.data import IGNORE_INDEX, encode_example, load_rows
 from dagster_project.student.model import build_student, train_tokenizer
-from dagster_project.student.prompt_format import FILE_NAME, PromptFormat, PromptFormatError
+from dagster_project.student.prompt_format import (
+    FILE_NAME,
+    PromptFormat,
+    PromptFormatError,
+    check_student_prompt_columns,
+)
 
 __all__ = ["recipe"]  # the fixture: a recipe folder with tiny data, cwd = it
 DEFAULT_PARAMS = train.PromptFormatParams().model_dump()
@@ -272,3 +277,15 @@ def test_braces_in_the_data_are_never_read_as_a_template() -> None:
     chat = PromptFormat("chat", "{question}", "{answer}")
     jinja_row = {"context": "c", "question": "{{ 7 * 7 }} {% if true %}x{% endif %}", "answer": "a"}
     assert chat.prompt(jinja_row, _tokenizer(CHAT_TEMPLATE)) == f"<user>{jinja_row['question']}\n<assistant>"
+
+
+def test_a_stage_stops_when_the_data_lacks_a_column_of_the_students_prompt():
+    fmt = PromptFormat.from_json(CUSTOM)
+    check_student_prompt_columns(fmt, "students/s", list(fmt.prompt_columns), "rows.parquet")
+    with pytest.raises(SystemExit) as exc:
+        check_student_prompt_columns(fmt, "students/s", ["id"], "rows.parquet")
+    message = str(exc.value.code)
+    assert message.startswith(
+        f"error: the student's format (students/s/{FILE_NAME}): train.prompt_format.prompt"
+    )
+    assert "is not a column of rows.parquet; its columns: id" in message
