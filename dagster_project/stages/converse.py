@@ -44,6 +44,7 @@ from pydantic import Field
 from dagster_project.params_schema import DataFile, FileRef, StageParams, _check_file
 from dagster_project.stages.common import (
     atomic_output_dir,
+    data_facts,
     exit_on_teacher_error,
     load_stage_params,
     run_main,
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             pl.DataFrame(turns, schema=turn_schema).write_parquet(tmp / "turns" / f"{split}.parquet")
         pl.DataFrame(rejects, schema=reject_schema).write_parquet(tmp / "rejects.parquet")
-        write_json(tmp / "stats.json", stats)
+        write_json(tmp / "stats.json", data_facts(stats, args.out, "stats.json"))
     print(
         f"{args.section}: {frame.height} conversations, {stats['n_turns']} turns from {n_requests} requests, "
         f"{len(rejects)} rejects ({engine.counters.calls} teacher calls, "

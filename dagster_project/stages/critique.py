@@ -45,6 +45,7 @@ from dagster_project.metrics.agreement import bootstrap_ci, swap_consistency
 from dagster_project.params_schema import PromptFile, StageParams
 from dagster_project.stages.common import (
     atomic_output_dir,
+    data_facts,
     load_stage_params,
     run_main,
     stage_parser,
@@ -312,7 +313,7 @@ def main() -> None:
         with atomic_output_dir(args.out) as tmp:
             _verdict_frame(verdicts).write_parquet(tmp / "verdicts.parquet")
             prefs.write_parquet(tmp / "preferences.parquet")
-            write_json(tmp / "stats.json", stats)
+            write_json(tmp / "stats.json", data_facts(stats, args.out, "stats.json"))
         print(
             f"{args.section}: {len(pairs)} pairs asked in both orders -> {prefs.height} preferences, "
             f"{stats['n_inconsistent']} inconsistent verdicts discarded (consistency "
@@ -343,7 +344,10 @@ def main() -> None:
         if all_verdicts:
             _verdict_frame(all_verdicts).write_parquet(tmp / "verdicts.parquet")
         write_json(tmp / "versus.json", {"system": name, "against": results})
-        write_json(tmp / "stats.json", {**overall, "n_unanswered": bias["n_unanswered"]})
+        write_json(
+            tmp / "stats.json",
+            data_facts({**overall, "n_unanswered": bias["n_unanswered"]}, args.out, "stats.json"),
+        )
     summary = ", ".join(
         f"vs {o}: {r['win_rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for o, r in results.items()
     )
