@@ -936,13 +936,16 @@ class TeacherEngine:
         if self._tpm_out:
             self._tpm_out.refund(est_out - used_out)
 
-    def _on_retryable(self, exc: _RetryableError, retry: int) -> float:
+    def _on_retryable(self, exc: _RetryableError, failures: int) -> float:
         """Count a transient failure; returns this sender's delay before its retry.
 
-        Backoff is full jitter over ``base x 2**retry`` (at most `backoff_max_s`), where the base is
+        `failures`: this sample's failures before this one that were not 429s. Backoff is full jitter
+        over ``base x 2**failures`` (at most `backoff_max_s`), where the base is
         `backoff_base_s` or, when shorter, a quarter of the endpoint's own latency (a moving average of
         answered calls): a retry waits on the scale of what a call takes, so a job's tail is set by the
         endpoint, not by the backoff; repeated failures still double it. A server's Retry-After is a floor.
+        429s do not count toward the doubling: each waits the Retry-After it came with, so a 500 after two
+        429s backs off like a first 500 (counting them made it wait up to 8x the latency).
         The first 429 also pauses every sender for its Retry-After (a burst of senders hitting an
         unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which paces
         senders from then on (`limits.AdaptiveLimit`); later 429s delay their own sender.
@@ -952,7 +955,7 @@ class TeacherEngine:
         base = self.backoff_base_s
         if self._latency_s is not None:
             base = min(base, self._latency_s / 4)
-        backoff = min(self.backoff_max_s, base * 2**retry)
+        backoff = min(self.backoff_max_s, base * 2**failures)
         delay = max(exc.retry_after or 0.0, random.uniform(0, backoff))
         if exc.status == 429:
             # The server said when: exactly then (a 429 is about the rate, not an error of this request).
@@ -976,6 +979,7 @@ class TeacherEngine:
         """One sample from the endpoint, retrying transient failures with backoff."""
         est_in = estimate_prompt_tokens(payload["messages"])
         est_out = int(payload["max_tokens"] or 256)
+        failures = 0  # not 429s: the exponent of the backoff
         for retry in range(self.max_retries + 1):
             worst = await self._admit(payload, est_in, est_out)
             self.counters.calls += 1
@@ -994,7 +998,8 @@ class TeacherEngine:
                 self._settle(est_in, est_out, 0, 0)
                 if retry == self.max_retries:
                     raise
-                delay = self._on_retryable(exc, retry)
+                delay = self._on_retryable(exc, failures)
+                failures += exc.status != 429
                 if delay:
                     await asyncio.sleep(delay)
                 continue
