@@ -20,9 +20,23 @@ never params: moving to another provider must not invalidate any asset.
 ``DISTILL_TEACHER_TPM_OUT``             output (completion) tokens per minute (default: no limit)
 ``DISTILL_TEACHER_TIMEOUT_S``           per-request timeout in seconds (default 120)
 ``DISTILL_TEACHER_CONNECT_TIMEOUT_S``   opening a new connection, in seconds (default 10)
+``DISTILL_TEACHER_FIRST_BYTE_TIMEOUT_S``  the response's head after the request is sent, in seconds
+                                        (default: off; see below)
 ``DISTILL_TEACHER_ADAPTIVE``            ``0`` turns the adaptive 429 limiter off (default on)
 ``DISTILL_TEACHER_BUDGET_USD``          hard budget cap for one run (default: none)
 ======================================  =============================================================
+
+The first-byte timeout is the longest the engine waits for a response to start (status line and headers)
+once the request is sent; a call over it is aborted, counted under the retry reason ``first-byte
+timeout`` and retried like a 5xx. Its trade-off: a non-streamed completion (what the engine asks for)
+sends its headers only when the whole answer is generated, so this limit also caps generation time, and
+a limit under a long answer's generation time fails that request on every retry. It is therefore off by
+default (the request timeout alone bounds a call); set it, well above the slowest expected generation,
+for an endpoint known to hang before answering (a gateway that accepts and then stalls, an overloaded
+replica that queues), so a stuck call is retried after seconds rather than after the request timeout.
+Every transport supports it: ``http`` times the head itself; ``aiohttp`` and ``openai-sdk`` use their
+socket read timeout, which also bounds a pause between two reads of the body (a non-streamed body follows
+its head at once).
 """
 
 import asyncio
@@ -264,6 +278,7 @@ class EngineLimits:
     timeout_s: float = 120.0
     budget_usd: float | None = None
     connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float | None = None  # off by default: see the module docstring
     adaptive: bool = True
 
     @classmethod
@@ -280,6 +295,7 @@ class EngineLimits:
             timeout_s=timeout or cls.timeout_s,
             budget_usd=_number(env, "DISTILL_TEACHER_BUDGET_USD"),
             connect_timeout_s=_number(env, "DISTILL_TEACHER_CONNECT_TIMEOUT_S") or cls.connect_timeout_s,
+            first_byte_timeout_s=_number(env, "DISTILL_TEACHER_FIRST_BYTE_TIMEOUT_S"),
             adaptive=_flag(env, "DISTILL_TEACHER_ADAPTIVE", cls.adaptive),
         )
 
