@@ -981,16 +981,21 @@ class TeacherEngine:
         if self._tpm_out:
             self._tpm_out.refund(est_out - used_out)
 
-    def _on_retryable(self, exc: _RetryableError, failures: int) -> float:
+    def _on_retryable(self, exc: _RetryableError, failures: int, took_s: float = 0.0) -> float:
         """Count a transient failure; returns this sender's delay before its retry.
 
-        `failures`: this sample's failures before this one that were not 429s. Backoff is full jitter
+        `failures`: this sample's failures before this one that were not 429s; `took_s`: how long the
+        failed call took. Backoff is full jitter
         over ``base x 2**failures`` (at most `backoff_max_s`), where the base is
         `backoff_base_s` or, when shorter, a quarter of the endpoint's own latency (a moving average of
         answered calls): a retry waits on the scale of what a call takes, so a job's tail is set by the
         endpoint, not by the backoff; repeated failures still double it. A server's Retry-After is a floor.
         429s do not count toward the doubling: each waits the Retry-After it came with, so a 500 after two
-        429s backs off like a first 500 (counting them made it wait up to 8x the latency).
+        429s backs off like a first 500 (counting them made it wait up to 8x the latency). The backoff
+        spaces a sender's *attempts*: it runs from when the failed call was sent, so a failure that took
+        a whole round trip (a 500 after the model ran, a timeout) has served it and is retried at once,
+        while a fast failure (connection refused, an instant 503) waits it out; each sender has one call
+        at a time, so this never sends faster than the backoff allows.
         The first 429 also pauses every sender for its Retry-After (a burst of senders hitting an
         unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which paces
         senders from then on (`limits.AdaptiveLimit`); later 429s delay their own sender.
@@ -1001,10 +1006,11 @@ class TeacherEngine:
         if self._latency_s is not None:
             base = min(base, self._latency_s / 4)
         backoff = min(self.backoff_max_s, base * 2**failures)
-        delay = max(exc.retry_after or 0.0, random.uniform(0, backoff))
+        jitter = random.uniform(0, backoff)
+        delay = max(exc.retry_after or 0.0, jitter - took_s)
         if exc.status == 429:
             # The server said when: exactly then (a 429 is about the rate, not an error of this request).
-            delay = exc.retry_after if exc.retry_after is not None else delay
+            delay = exc.retry_after if exc.retry_after is not None else jitter
             self.counters.rate_limited += 1
             if exc.retry_after is None and not self._warned_no_retry_after:
                 self._warned_no_retry_after = True
@@ -1043,7 +1049,7 @@ class TeacherEngine:
                 self._settle(est_in, est_out, 0, 0)
                 if retry == self.max_retries:
                     raise
-                delay = self._on_retryable(exc, failures)
+                delay = self._on_retryable(exc, failures, time.monotonic() - sent)
                 failures += exc.status != 429
                 if delay:
                     await asyncio.sleep(delay)
