@@ -55,7 +55,7 @@ import openai
 from tqdm.auto import tqdm
 
 from dagster_project.teacher.cache import ResponseCache, canonical_json, key_of, request_key
-from dagster_project.teacher.http1 import ConnectTimeout, Http1Client
+from dagster_project.teacher.http1 import ConnectTimeout, FirstByteTimeout, Http1Client
 from dagster_project.teacher.limits import (
     AdaptiveLimit,
     EngineLimits,
@@ -323,8 +323,16 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 class _OpenAIBackend:
     """Any OpenAI-compatible endpoint through `openai.AsyncOpenAI` (aiohttp transport when available)."""
 
-    def __init__(self, base_url: str, api_key: str | None, timeout_s: float, connect_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float,
+        connect_timeout_s: float = 10.0,
+        first_byte_timeout_s: float | None = None,
+    ):
         self.connect_timeout_s = connect_timeout_s
+        self.first_byte_timeout_s = first_byte_timeout_s
         timeout = self._timeout(timeout_s)
         try:
             http_client = openai.DefaultAioHttpClient(timeout=timeout)
@@ -340,8 +348,14 @@ class _OpenAIBackend:
         )
 
     def _timeout(self, timeout_s: float) -> openai.Timeout:
-        """The whole-request limit, with a new connection held to the (much shorter) connect limit."""
-        return openai.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
+        """The whole-request limit, with a new connection held to the (much shorter) connect limit and,
+        when set, the wait for the response's head to the first-byte limit (the socket read timeout)."""
+        first_byte = self.first_byte_timeout_s
+        return openai.Timeout(
+            timeout_s,
+            connect=min(self.connect_timeout_s, timeout_s),
+            read=timeout_s if first_byte is None else min(first_byte, timeout_s),
+        )
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         kwargs = request_body(payload)
@@ -359,7 +373,7 @@ class _OpenAIBackend:
                 "Check OPENAI_API_KEY and the model name."
             ) from None
         except openai.APITimeoutError as exc:
-            raise _RetryableError(_timeout_kind(exc)) from None
+            raise _RetryableError(_timeout_kind(exc, self.first_byte_timeout_s is not None)) from None
         except openai.APIConnectionError as exc:
             raise _RetryableError(f"connection error: {exc.message}") from None
         except openai.APIStatusError as exc:
@@ -373,12 +387,16 @@ class _OpenAIBackend:
         await self.client.close()
 
 
-def _timeout_kind(exc: BaseException) -> str:
-    """'connect timeout' when the SDK's timeout was raised while connecting, else 'timeout'."""
+def _timeout_kind(exc: BaseException, first_byte: bool = False) -> str:
+    """'connect timeout' when the SDK's timeout was raised while connecting; 'first-byte timeout' when
+    it was its read timeout and that is the first-byte limit (`first_byte`); else 'timeout'."""
     cause: BaseException | None = exc
     while cause is not None:
-        if "connect" in type(cause).__name__.lower():  # httpx ConnectTimeout, aiohttp ConnectionTimeoutError
+        name = type(cause).__name__.lower()
+        if "connect" in name:  # httpx ConnectTimeout, aiohttp ConnectionTimeoutError
             return "connect timeout"
+        if first_byte and ("readtimeout" in name or "sockettimeout" in name):  # httpx, aiohttp
+            return "first-byte timeout"
         cause = cause.__cause__ or cause.__context__
     return "timeout"
 
@@ -428,8 +446,14 @@ class _Http1Backend:
     """The chat-completions wire protocol over `http1.Http1Client` (the default transport): the same
     requests, auth and error mapping as `_HttpBackend`, at a fraction of aiohttp's CPU per request."""
 
-    def __init__(self, base_url: str, env: Mapping[str, str], connect_timeout_s: float = 10.0):
-        self.client = Http1Client(base_url, _auth_headers(env), connect_timeout_s)
+    def __init__(
+        self,
+        base_url: str,
+        env: Mapping[str, str],
+        connect_timeout_s: float = 10.0,
+        first_byte_timeout_s: float | None = None,
+    ):
+        self.client = Http1Client(base_url, _auth_headers(env), connect_timeout_s, first_byte_timeout_s)
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         body = json.dumps(request_body(payload)).encode()
@@ -437,6 +461,8 @@ class _Http1Backend:
             response = await self.client.post("/chat/completions", body, timeout_s)
         except ConnectTimeout:
             raise _RetryableError("connect timeout") from None
+        except FirstByteTimeout:
+            raise _RetryableError("first-byte timeout") from None
         except TimeoutError:
             raise _RetryableError("timeout") from None
         except (OSError, ssl.SSLError) as exc:  # ConnectionError and ProtocolError included
@@ -455,10 +481,16 @@ class _HttpBackend:
     """
 
     def __init__(
-        self, base_url: str, env: Mapping[str, str], concurrency: int, connect_timeout_s: float = 10.0
+        self,
+        base_url: str,
+        env: Mapping[str, str],
+        concurrency: int,
+        connect_timeout_s: float = 10.0,
+        first_byte_timeout_s: float | None = None,
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.connect_timeout_s = connect_timeout_s
+        self.first_byte_timeout_s = first_byte_timeout_s  # aiohttp's sock_read: see limits
         self.headers = {**_auth_headers(env), "Content-Type": "application/json"}
         self.concurrency = concurrency
         self.session: aiohttp.ClientSession | None = None
@@ -472,12 +504,16 @@ class _HttpBackend:
             async with self.session.post(
                 self.url,
                 data=json.dumps(body).encode(),
-                timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=self.connect_timeout_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout_s, sock_connect=self.connect_timeout_s, sock_read=self.first_byte_timeout_s
+                ),
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers
         except aiohttp.ConnectionTimeoutError:
             raise _RetryableError("connect timeout") from None
+        except aiohttp.SocketTimeoutError:  # only set as the first-byte limit
+            raise _RetryableError("first-byte timeout") from None
         except TimeoutError:
             raise _RetryableError("timeout") from None
         except aiohttp.ClientError as exc:
@@ -660,15 +696,24 @@ class TeacherEngine:
                     self._env.get("OPENAI_API_KEY"),
                     self.timeout_s,
                     self.limits.connect_timeout_s,
+                    self.limits.first_byte_timeout_s,
                 )
             if transport == "aiohttp":
-                return _HttpBackend(base_url, self._env, self.concurrency, self.limits.connect_timeout_s)
+                return _HttpBackend(
+                    base_url,
+                    self._env,
+                    self.concurrency,
+                    self.limits.connect_timeout_s,
+                    self.limits.first_byte_timeout_s,
+                )
             if transport != "http":
                 raise TeacherConfigError(
                     f"DISTILL_TEACHER_TRANSPORT={transport!r}: allowed values are http, aiohttp, openai-sdk"
                 )
             try:
-                return _Http1Backend(base_url, self._env, self.limits.connect_timeout_s)
+                return _Http1Backend(
+                    base_url, self._env, self.limits.connect_timeout_s, self.limits.first_byte_timeout_s
+                )
             except ValueError as exc:
                 raise TeacherConfigError(f"DISTILL_TEACHER_BASE_URL: {exc}") from None
         others = (models or set()) - {OFFLINE_MODEL}
@@ -936,13 +981,21 @@ class TeacherEngine:
         if self._tpm_out:
             self._tpm_out.refund(est_out - used_out)
 
-    def _on_retryable(self, exc: _RetryableError, retry: int) -> float:
+    def _on_retryable(self, exc: _RetryableError, failures: int, took_s: float = 0.0) -> float:
         """Count a transient failure; returns this sender's delay before its retry.
 
-        Backoff is full jitter over ``base x 2**retry`` (at most `backoff_max_s`), where the base is
+        `failures`: this sample's failures before this one that were not 429s; `took_s`: how long the
+        failed call took. Backoff is full jitter
+        over ``base x 2**failures`` (at most `backoff_max_s`), where the base is
         `backoff_base_s` or, when shorter, a quarter of the endpoint's own latency (a moving average of
         answered calls): a retry waits on the scale of what a call takes, so a job's tail is set by the
         endpoint, not by the backoff; repeated failures still double it. A server's Retry-After is a floor.
+        429s do not count toward the doubling: each waits the Retry-After it came with, so a 500 after two
+        429s backs off like a first 500 (counting them made it wait up to 8x the latency). The backoff
+        spaces a sender's *attempts*: it runs from when the failed call was sent, so a failure that took
+        a whole round trip (a 500 after the model ran, a timeout) has served it and is retried at once,
+        while a fast failure (connection refused, an instant 503) waits it out; each sender has one call
+        at a time, so this never sends faster than the backoff allows.
         The first 429 also pauses every sender for its Retry-After (a burst of senders hitting an
         unknown limit does not turn one 429 into hundreds) and engages the adaptive limiter, which paces
         senders from then on (`limits.AdaptiveLimit`); later 429s delay their own sender.
@@ -952,11 +1005,12 @@ class TeacherEngine:
         base = self.backoff_base_s
         if self._latency_s is not None:
             base = min(base, self._latency_s / 4)
-        backoff = min(self.backoff_max_s, base * 2**retry)
-        delay = max(exc.retry_after or 0.0, random.uniform(0, backoff))
+        backoff = min(self.backoff_max_s, base * 2**failures)
+        jitter = random.uniform(0, backoff)
+        delay = max(exc.retry_after or 0.0, jitter - took_s)
         if exc.status == 429:
             # The server said when: exactly then (a 429 is about the rate, not an error of this request).
-            delay = exc.retry_after if exc.retry_after is not None else delay
+            delay = exc.retry_after if exc.retry_after is not None else jitter
             self.counters.rate_limited += 1
             if exc.retry_after is None and not self._warned_no_retry_after:
                 self._warned_no_retry_after = True
@@ -976,6 +1030,7 @@ class TeacherEngine:
         """One sample from the endpoint, retrying transient failures with backoff."""
         est_in = estimate_prompt_tokens(payload["messages"])
         est_out = int(payload["max_tokens"] or 256)
+        failures = 0  # not 429s: the exponent of the backoff
         for retry in range(self.max_retries + 1):
             worst = await self._admit(payload, est_in, est_out)
             self.counters.calls += 1
@@ -994,7 +1049,8 @@ class TeacherEngine:
                 self._settle(est_in, est_out, 0, 0)
                 if retry == self.max_retries:
                     raise
-                delay = self._on_retryable(exc, retry)
+                delay = self._on_retryable(exc, failures, time.monotonic() - sent)
+                failures += exc.status != 429
                 if delay:
                     await asyncio.sleep(delay)
                 continue

@@ -83,16 +83,30 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_exception(exc)
 
     # -- the request
-    async def request(self, data: bytes) -> Response:
+    async def request(self, data: bytes, first_byte_timeout_s: float | None = None) -> Response:
+        """Send `data`; the response, or FirstByteTimeout when its head is not in within the limit."""
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
         self.got_bytes = False
         self._reset()
         self.transport.write(data)
+        timer = None
+        if first_byte_timeout_s is not None:
+            timer = loop.call_later(first_byte_timeout_s, self._head_overdue, first_byte_timeout_s)
         try:
             return await self.waiter
         finally:
+            if timer is not None:
+                timer.cancel()
             self.waiter = None
+
+    def _head_overdue(self, limit_s: float) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done() or self._status is not None:
+            return
+        self.reusable = False  # its answer may still come: the connection is spoilt
+        waiter.set_exception(FirstByteTimeout(f"no response head within {limit_s:g} s of sending"))
 
     def _parse(self) -> None:
         buf = self.buffer
@@ -189,16 +203,28 @@ class ConnectTimeout(TimeoutError):
     """A new connection (TCP, and TLS for https) was not established within the connect timeout."""
 
 
+class FirstByteTimeout(TimeoutError):
+    """The response's head (status line and headers) did not come within the first-byte timeout."""
+
+
 class Http1Client:
     """POSTs to `base_url`'s host over a pool of keep-alive connections (http or https).
 
     A new connection must be established within `connect_timeout_s` (ConnectTimeout otherwise), so a
     connect that hangs (a SYN dropped by a full listen backlog, an unreachable host) is retried after
-    seconds, not after the whole request timeout.
+    seconds, not after the whole request timeout. With `first_byte_timeout_s`, the response's head must
+    come within that long of the request being written (FirstByteTimeout otherwise; None: no limit).
     """
 
-    def __init__(self, base_url: str, headers: dict[str, str], connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        connect_timeout_s: float = 10.0,
+        first_byte_timeout_s: float | None = None,
+    ) -> None:
         self.connect_timeout_s = connect_timeout_s
+        self.first_byte_timeout_s = first_byte_timeout_s
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -234,7 +260,8 @@ class Http1Client:
             self._open.discard(conn)
 
     async def post(self, path: str, body: bytes, timeout_s: float) -> Response:
-        """POST `body` (JSON) to `<base path><path>`; raises TimeoutError, OSError or ProtocolError."""
+        """POST `body` (JSON) to `<base path><path>`; raises TimeoutError (ConnectTimeout and
+        FirstByteTimeout included), OSError or ProtocolError."""
         head = b"POST %s HTTP/1.1\r\n" % (self.path_prefix + path).encode("latin-1")
         data = b"%s%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
             head,
@@ -252,7 +279,10 @@ class Http1Client:
                 if conn is None:
                     conn = await self._connect()
                 try:
-                    response = await conn.request(data)
+                    response = await conn.request(data, self.first_byte_timeout_s)
+                except FirstByteTimeout:  # the server has the request: never resent transparently
+                    self._release(conn)
+                    raise
                 except (ConnectionError, OSError):
                     conn.reusable = False
                     self._release(conn)

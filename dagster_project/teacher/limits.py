@@ -20,9 +20,23 @@ never params: moving to another provider must not invalidate any asset.
 ``DISTILL_TEACHER_TPM_OUT``             output (completion) tokens per minute (default: no limit)
 ``DISTILL_TEACHER_TIMEOUT_S``           per-request timeout in seconds (default 120)
 ``DISTILL_TEACHER_CONNECT_TIMEOUT_S``   opening a new connection, in seconds (default 10)
+``DISTILL_TEACHER_FIRST_BYTE_TIMEOUT_S``  the response's head after the request is sent, in seconds
+                                        (default: off; see below)
 ``DISTILL_TEACHER_ADAPTIVE``            ``0`` turns the adaptive 429 limiter off (default on)
 ``DISTILL_TEACHER_BUDGET_USD``          hard budget cap for one run (default: none)
 ======================================  =============================================================
+
+The first-byte timeout is the longest the engine waits for a response to start (status line and headers)
+once the request is sent; a call over it is aborted, counted under the retry reason ``first-byte
+timeout`` and retried like a 5xx. Its trade-off: a non-streamed completion (what the engine asks for)
+sends its headers only when the whole answer is generated, so this limit also caps generation time, and
+a limit under a long answer's generation time fails that request on every retry. It is therefore off by
+default (the request timeout alone bounds a call); set it, well above the slowest expected generation,
+for an endpoint known to hang before answering (a gateway that accepts and then stalls, an overloaded
+replica that queues), so a stuck call is retried after seconds rather than after the request timeout.
+Every transport supports it: ``http`` times the head itself; ``aiohttp`` and ``openai-sdk`` use their
+socket read timeout, which also bounds a pause between two reads of the body (a non-streamed body follows
+its head at once).
 """
 
 import asyncio
@@ -108,7 +122,8 @@ class AdaptiveLimit:
     by the share of 429s among the answers of the last `window_s` (by at most ``decrease``), and never
     below the *floor*: the success rate observed over that window (what the endpoint just served cannot
     be what it asks to slow down from). At most one cut per cooldown: the endpoint's latency (as TCP
-    cuts once per round trip), between `min_cooldown_s` and `max_cooldown_s`.
+    cuts once per round trip), between `min_cooldown_s` and `max_cooldown_s`; before the first success
+    (no round trip completed yet) only the first 429 cuts.
 
     Against a real limit L the 429 share is the excess over L, so a cut lands near L and the floor holds
     it there. Against a steady share of 429s that do not depend on the rate, a cut costs that share and
@@ -147,6 +162,7 @@ class AdaptiveLimit:
         self._last_cut = float("-inf")
         self._bucket: RateBucket | None = None
         self._first_send: float | None = None
+        self._first_success: float | None = None
         self._successes: deque[float] = deque()
         self._limited: deque[float] = deque()
         self._sends: deque[float] = deque()
@@ -156,9 +172,10 @@ class AdaptiveLimit:
             while times and now - times[0] > self.window_s:
                 times.popleft()
 
-    def _span(self, now: float) -> float:
-        since = now - self._first_send if self._first_send is not None else 0.0
-        return min(self.window_s, max(since, self.min_span_s))
+    def _span(self, now: float, since: float | None = None) -> float:
+        since = self._first_send if since is None else since
+        elapsed = now - since if since is not None else 0.0
+        return min(self.window_s, max(elapsed, self.min_span_s))
 
     def floor(self, now: float | None = None) -> float:
         """Successes per second over the last `window_s`: the rate the endpoint is demonstrably serving
@@ -177,12 +194,17 @@ class AdaptiveLimit:
         """Record an answered call (and how long it took)."""
         now = time.monotonic()
         self._successes.append(now)
+        if self._first_success is None:
+            self._first_success = now
         if latency_s is not None:
             self.latency_s = latency_s if self.latency_s is None else 0.9 * self.latency_s + 0.1 * latency_s
         if self.rate is not None:
             # The probe cap counts the successes over the time observed so far (in the first second
             # that is more than the floor, which never overstates): probing may overshoot, a cut may not.
-            cap = self.probe * max(1.0, len(self._successes) / self._span(now))
+            # That time starts at the first answer, not the first send: no answer can come back within
+            # the first round trip, and counting it held the pace of a 200 ms endpoint at 256 in flight
+            # under what its answers supported for the whole first second.
+            cap = self.probe * max(1.0, len(self._successes) / self._span(now, self._first_success))
             self.rate = max(self.rate, min(self.rate * (1.0 + self.increase), cap))
 
     def rate_limited(self) -> bool:
@@ -193,6 +215,11 @@ class AdaptiveLimit:
         self._limited.append(now)
         cooldown = min(self.max_cooldown_s, max(self.min_cooldown_s, self.latency_s or 0.0))
         if not self.enabled or now - self._last_cut < cooldown:
+            return False
+        if self.rate is not None and self._first_success is None:
+            # No round trip has completed yet: every 429 so far answered faster than any
+            # success could, so "no successes" is no share yet (a second cut here halved the pace of
+            # the first wave on nothing but the latency).
             return False
         self._last_cut = now
         self._trim(now)
@@ -251,6 +278,7 @@ class EngineLimits:
     timeout_s: float = 120.0
     budget_usd: float | None = None
     connect_timeout_s: float = 10.0
+    first_byte_timeout_s: float | None = None  # off by default: see the module docstring
     adaptive: bool = True
 
     @classmethod
@@ -267,6 +295,7 @@ class EngineLimits:
             timeout_s=timeout or cls.timeout_s,
             budget_usd=_number(env, "DISTILL_TEACHER_BUDGET_USD"),
             connect_timeout_s=_number(env, "DISTILL_TEACHER_CONNECT_TIMEOUT_S") or cls.connect_timeout_s,
+            first_byte_timeout_s=_number(env, "DISTILL_TEACHER_FIRST_BYTE_TIMEOUT_S"),
             adaptive=_flag(env, "DISTILL_TEACHER_ADAPTIVE", cls.adaptive),
         )
 

@@ -116,11 +116,15 @@ def test_a_steady_share_of_429s_does_not_collapse_throughput(tmp_path, concurren
     assert c.rate_limited == served.get("429", 0) > 0 and c.retry_reasons["http 500"] == served["500"] > 0
     assert c.retries == c.rate_limited + c.retry_reasons["http 500"]
     # At 4 in flight (a ~50 s job) the faulty run is held to the 1.5x. At 256 in flight the job is
-    # ~5 round trips long, and a request that draws 2-3 faults in a row needs 3-4 serial round trips:
-    # that tail alone is ~0.5 s of a ~1 s job (measured 1.12-1.8x on a 2-core host; the limiter turned
-    # off measured the same within noise), so 1.5x is not met there; 2.5x still fails any collapse
-    # (the old limiter finished 443 of 1,000 requests in 15 minutes).
-    bound = 1.5 if concurrency <= 16 else 2.5
+    # 4 round trips (0.8 s), and the draws are fixed by the request bodies: request 910 draws 500, 429,
+    # 429, 500, ok, i.e. >= 0.7 s of serial round trips and Retry-Afters that start in the last wave
+    # (>= 0.6 s), so no client that does not duplicate requests beats (0.6 + 0.7) / 0.8 = 1.6x on a host
+    # with no overhead. Measured on a busy 2-core host, best of three: 1.34-1.46x since the engine stopped
+    # letting 429s double the 5xx backoff, backs off from the failed call's start and paces no first
+    # wave on a share of "no successes yet" (1.52-1.66x before). 2x still fails any collapse (the old
+    # limiter finished 443 of 1,000 requests in 15 minutes) and a limiter or backoff that costs a round
+    # trip more.
+    bound = 1.5 if concurrency <= 16 else 2.0
     assert faulty["wall_s"] <= bound * clean["wall_s"], figures
 
 
