@@ -48,10 +48,9 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import openai
 from tqdm.auto import tqdm
 
 from dagster_project.teacher.cache import ResponseCache, canonical_json, key_of, request_key
@@ -68,6 +67,9 @@ from dagster_project.teacher.prices import PriceTable
 from dagster_project.teacher.prompts import Prompt
 from dagster_project.teacher.validate import validate_answer
 from dagster_project.teacher.wire import parse_completion, request_body
+
+if TYPE_CHECKING:  # the SDK is imported by its transport only: loading Dagster's definitions skips it
+    import openai
 
 OFFLINE_MODEL = "offline-teacher"
 log = logging.getLogger(__name__)
@@ -331,6 +333,8 @@ class _OpenAIBackend:
         connect_timeout_s: float = 10.0,
         first_byte_timeout_s: float | None = None,
     ):
+        import openai
+
         self.connect_timeout_s = connect_timeout_s
         self.first_byte_timeout_s = first_byte_timeout_s
         timeout = self._timeout(timeout_s)
@@ -347,9 +351,11 @@ class _OpenAIBackend:
             http_client=http_client,
         )
 
-    def _timeout(self, timeout_s: float) -> openai.Timeout:
+    def _timeout(self, timeout_s: float) -> "openai.Timeout":
         """The whole-request limit, with a new connection held to the (much shorter) connect limit and,
         when set, the wait for the response's head to the first-byte limit (the socket read timeout)."""
+        import openai
+
         first_byte = self.first_byte_timeout_s
         return openai.Timeout(
             timeout_s,
@@ -358,6 +364,8 @@ class _OpenAIBackend:
         )
 
     async def chat(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        import openai
+
         kwargs = request_body(payload)
         try:
             # A plain POST through the SDK's client (auth, headers, error mapping, transport) with the raw
