@@ -108,7 +108,10 @@ def test_push_then_pull_into_a_fresh_clone_rebuilds_nothing(
 
         clone = tmp_path / "clone"
         run(["git", "clone", "-q", str(origin), str(clone)], cwd=tmp_path)
-        assert not (clone / "assets").exists() and not (clone / ".cache/teacher").exists()
+        # Nothing but git's own files: no output, no teacher cache before the pull.
+        in_git = {"assets/.gitignore"}
+        files = {str(p.relative_to(clone)) for p in (clone / "assets").rglob("*") if p.is_file()}
+        assert files <= in_git and not (clone / ".cache/teacher").exists(), files
         sharing.pull(clone)
         for rel in ("assets/synthesized/examples.parquet", "assets/student/model.safetensors"):
             assert (clone / rel).read_bytes() == (origin / rel).read_bytes(), rel
