@@ -30,7 +30,7 @@ from dagster._serdes.config_class import ConfigurableClassData
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from dagster_project.dvc_integration.location import build_code_location, project_dir_from_env
-from dagster_project.dvc_integration.resource import interrupt_runs_dvc
+from dagster_project.dvc_integration.resource import forget_run, interrupt_runs_dvc
 
 DEFINITIONS_MODULE = "dagster_project.definitions"
 IN_PROCESS_EVENT = "Executing in a thread of the launching process"
@@ -134,6 +134,7 @@ class InProcessRunLauncher(RunLauncher, ConfigurableClass):
                 instance.report_run_failed(current, message=f"The run could not execute: {error.message}")
         finally:
             self._threads.pop(run_id, None)
+            forget_run(run_id)
 
     # --- termination and shutdown ------------------------------------------------------------------
 

@@ -67,6 +67,13 @@ def interrupt_runs_dvc(run_id: str) -> None:
         os.killpg(proc.pid, signal.SIGINT)
 
 
+def forget_run(run_id: str) -> None:
+    """Drop what `interrupt_runs_dvc` recorded for a run that has ended."""
+    with _lock:
+        _interrupted.discard(run_id)
+        _running.pop(run_id, None)
+
+
 class DvcCliResource(dg.ConfigurableResource):
     """Runs DVC commands in `project_dir` (the repo root). Operational settings only, never experiment
     knobs."""
