@@ -8,6 +8,7 @@ import dagster as dg
 
 from dagster_project.dvc_integration.assets import build_dvc_assets
 from dagster_project.dvc_integration.errors import build_recipe_error_sensors, log_recipe_errors, vet_recipes
+from dagster_project.dvc_integration.executors import executor_from_env
 from dagster_project.dvc_integration.project import DvcProject, load_project
 from dagster_project.dvc_integration.resource import DvcCliResource
 from dagster_project.dvc_integration.sensor import build_dvc_lock_sensor
@@ -59,5 +60,5 @@ def build_code_location(
         resources={"dvc": DvcCliResource(project_dir=str(project.root), pull=pull_from_remote())},
         # A run is one step per recipe that waits on `dvc`: running it in the run's own process saves
         # a second process start (and definitions load) per run; DVC isolates each stage itself.
-        executor=dg.in_process_executor,
+        executor=executor_from_env(os.environ, default=dg.in_process_executor),
     )
