@@ -28,7 +28,11 @@ executor's run config (deploy/k8s/run_config.yaml) gives every other step its de
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagster import ExecutorDefinition
 
 K8S_CONFIG_TAG = "dagster-k8s/config"  # the op tag dagster-k8s's k8s_job_executor reads per step
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -181,3 +185,26 @@ def check_gpu_launch(cmd: str, dagster_meta: Mapping[str, Any]) -> None:
             f"meta.dagster.resources.gpu: {gpus} GPUs for a command that starts {match.group(1)} processes "
             f"({match.group(0)!r}); make them equal, or use --nproc-per-node gpu"
         )
+
+
+def k8s_executor(run_config_path: Path | str) -> "ExecutorDefinition":
+    """dagster-k8s's `k8s_job_executor` with a run config file's `execution.config` built in.
+
+    For `Definitions(executor=...)` on the cluster (deploy/k8s/run_config.yaml), so that the UI's
+    Materialize, sensors and schedules submit steps as configured without pasting run config. The config
+    is checked against the executor's own schema here, at definition time (ValueError naming the file and
+    dagster-k8s's message), not first when a run starts. Needs the `scale` extra (dagster-k8s).
+    """
+    import yaml
+    from dagster._config import process_config
+    from dagster_k8s import k8s_job_executor
+
+    path = Path(run_config_path)
+    config = ((yaml.safe_load(path.read_text()) or {}).get("execution") or {}).get("config")
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{path}: no execution.config mapping (the k8s_job_executor's config) in it")
+    result = process_config(k8s_job_executor.config_schema.config_type, dict(config))
+    if not result.success:
+        problems = "; ".join(error.message for error in result.errors or [])
+        raise ValueError(f"{path}: execution.config does not fit dagster-k8s's k8s_job_executor: {problems}")
+    return k8s_job_executor.configured(dict(config), name="distill_k8s")

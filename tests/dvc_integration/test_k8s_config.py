@@ -36,7 +36,7 @@ from dagster._serdes import deserialize_value
 from dagster_k8s import K8sRunLauncher, k8s_job_executor
 from dagster_k8s.job import get_user_defined_k8s_config
 
-from dagster_project.dvc_integration.k8s import K8S_CONFIG_TAG, check_gpu_launch, k8s_op_tags
+from dagster_project.dvc_integration.k8s import K8S_CONFIG_TAG, check_gpu_launch, k8s_executor, k8s_op_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "k8s"
@@ -205,6 +205,25 @@ def test_run_config_validates_against_the_k8s_executor_schema() -> None:
     broken["execution"]["config"]["env_secret"] = ["distill-teacher"]  # a typo of env_secrets
     with pytest.raises(dg.DagsterInvalidConfigError, match="env_secret"):
         dg.validate_run_config(cluster_job, broken)
+
+
+def test_executor_with_the_run_config_built_in(tmp_path: Path) -> None:
+    """What `Definitions(executor=k8s_executor(...))` runs with equals what the run config gives."""
+    executor = k8s_executor(DEPLOY / "run_config.yaml")
+
+    @dg.job(executor_def=executor)
+    def configured_job() -> None:
+        train_step()
+
+    resolved = dg.validate_run_config(configured_job, {})["execution"]["distill_k8s"]
+    assert resolved == dg.validate_run_config(cluster_job, RUN_CONFIG)["execution"]["k8s"]
+    broken = tmp_path / "run_config.yaml"
+    broken.write_text(yaml.safe_dump({"execution": {"config": {**EXECUTION, "job_imag": "x"}}}))
+    with pytest.raises(ValueError, match=r"run_config\.yaml: execution\.config does not fit .*job_imag"):
+        k8s_executor(broken)
+    broken.write_text(yaml.safe_dump({"ops": {}}))
+    with pytest.raises(ValueError, match=r"no execution\.config mapping"):
+        k8s_executor(broken)
 
 
 def test_instance_yaml_validates_and_names_no_secret() -> None:
