@@ -184,19 +184,19 @@ def _submit(step_key: str, kubeconfig: Path, received: list) -> dict[str, Any]:
     return body
 
 
-def _dvc_cache_dir() -> str:
-    """cache.dir as DVC itself resolves it in a pod (DVC_SYSTEM_CONFIG_DIR from the run config)."""
+def _dvc_config() -> dict[str, str]:
+    """DVC's config as DVC itself reads it in a pod (DVC_SYSTEM_CONFIG_DIR from the run config)."""
     env_vars = dict(e.split("=", 1) for e in EXECUTION["env_vars"] if "=" in e)
     workspace_path = env_vars["DVC_SYSTEM_CONFIG_DIR"].replace(env_vars["DISTILL_PROJECT_DIR"], str(ROOT), 1)
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", "config", "cache.dir"],
+        [sys.executable, "-m", "dvc", "config", "--list"],
         cwd=ROOT,
         env={**os.environ, "DVC_SYSTEM_CONFIG_DIR": workspace_path, "DVC_NO_ANALYTICS": "1"},
         capture_output=True,
         text=True,
         check=True,
     )
-    return out.stdout.strip()
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
 def test_run_config_validates_against_the_k8s_executor_schema() -> None:
@@ -305,7 +305,9 @@ def test_gpu_step_job_as_submitted(kube_api: tuple[Path, list], monkeypatch: pyt
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert len(mounts) == len(container["volumeMounts"])
     assert volumes[mounts["/workspace"]]["persistentVolumeClaim"]["claimName"] == "distill-workspace"
-    cache_dir = _dvc_cache_dir()
+    dvc_config = _dvc_config()
+    assert (dvc_config["cache.shared"], dvc_config["core.hardlink_lock"]) == ("group", "true")
+    cache_dir = dvc_config["cache.dir"]
     assert cache_dir == "/mnt/dvc-cache"
     assert volumes[mounts[cache_dir]]["persistentVolumeClaim"]["claimName"] == "distill-dvc-cache"
     if "shm" in RESOURCES:
