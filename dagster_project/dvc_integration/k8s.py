@@ -177,7 +177,8 @@ def check_gpu_launch(cmd: str, dagster_meta: Mapping[str, Any]) -> None:
     The two must agree (`--nproc-per-node gpu` or `auto` takes whatever the pod has, and always agrees).
     """
     match = _NPROC.search(cmd)
-    gpus = (dagster_meta.get("resources") or {}).get("gpu")
+    resources = dagster_meta.get("resources")
+    gpus = resources.get("gpu") if isinstance(resources, Mapping) else None
     if match is None or gpus is None or not match.group(1).isdigit():
         return
     if int(match.group(1)) != _gpu(gpus):

@@ -412,3 +412,16 @@ def test_torchrun_processes_match_the_pods_gpus() -> None:
         check_gpu_launch(cmd, {"resources": {"gpu": 2}})
     with pytest.raises(ValueError, match="starts 3 processes"):
         check_gpu_launch("accelerate launch --multi_gpu --num_processes=3 -m x", {"resources": {"gpu": 1}})
+
+
+def test_the_documented_train_stage_is_valid() -> None:
+    """docs/cluster.md's 4-GPU train stage: its resources make a tag, its torchrun matches its GPUs."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    block = next(b for b in text.split("```yaml\n")[1:] if b.startswith("train:"))
+    stage = yaml.safe_load(block.split("```")[0])["train"]
+    meta = stage["meta"]["dagster"]
+    config = get_user_defined_k8s_config(k8s_op_tags(meta))
+    assert config.container_config["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    check_gpu_launch(stage["cmd"], meta)
+    with pytest.raises(ValueError, match="starts 4 processes"):
+        check_gpu_launch(stage["cmd"], {"resources": {**meta["resources"], "gpu": 8}})
