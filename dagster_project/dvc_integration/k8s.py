@@ -23,8 +23,11 @@ train:
 the key, what is allowed and an example) and returns the op tag dagster-k8s reads for the step's pod
 (`container_config.resources`, `pod_spec_config.node_selector` / `tolerations` / `volumes`); the
 executor's run config (deploy/k8s/run_config.yaml) gives every other step its defaults.
+`check_gpu_launch` checks that a stage's `torchrun`/`accelerate` process count equals its GPUs, and
+`k8s_executor` is the `k8s_job_executor` with that run config built in (for the cluster's Definitions).
 """
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -133,7 +136,9 @@ def k8s_op_tags(dagster_meta: Mapping[str, Any]) -> dict[str, str]:
     unknown = sorted(set(block) - set(RESOURCE_KEYS))
     if unknown:
         key = unknown[0]
-        close = [k for k in RESOURCE_KEYS if k.startswith(str(key)[:3].lower())]
+        close = difflib.get_close_matches(str(key).lower(), RESOURCE_KEYS, n=1, cutoff=0.6) or [
+            k for k in RESOURCE_KEYS if k.startswith(str(key)[:3].lower())
+        ]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
             f"meta.dagster.resources.{key}: unknown key{hint}; allowed keys: "

@@ -367,6 +367,8 @@ def test_op_tags_read_back_by_dagster_k8s() -> None:
             {"gpus": 1},
             r"meta\.dagster\.resources\.gpus: unknown key \(did you mean 'gpu'\?\); allowed keys: gpu",
         ),
+        ({"memroy": "1Gi"}, r"resources\.memroy: unknown key \(did you mean 'memory'\?\)"),
+        ({"nodeSelector": {}}, r"resources\.nodeSelector: unknown key \(did you mean 'node_selector'\?\)"),
         ({"gpu": 0.5}, r"resources\.gpu: 0\.5 is not valid; allowed: a whole number of GPUs"),
         ({"gpu": "1"}, r"resources\.gpu: '1' is not valid"),
         (
