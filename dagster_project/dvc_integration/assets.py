@@ -113,30 +113,60 @@ def stage_events(lines: Iterable[str], names: dict[str, str]) -> Iterator[tuple[
         yield "", current, outcome
 
 
-def _build_recipe(
-    recipe: Recipe, specs: dict[str, dg.AssetSpec], pools: set[str | None]
+POOL_TAG = "dvc/pool"
+
+
+def step_groups(
+    stages: "tuple[DvcStage, ...] | list[DvcStage]", own_step: set[str]
+) -> list[tuple[list[str], int]]:
+    """Split a recipe's stages into Dagster steps, as (stage names, level) upstream first: each stage in
+    `own_step` alone (a `foreach` of them gives one step per entry, which an executor can run in
+    parallel); every other stage shares a step with the stages that have as many own-step stages
+    upstream of them (their level), so a recipe with none is one step. The steps form no cycle: a shared
+    step only feeds steps of a higher level."""
+    ordered = topological(stages)
+    level: dict[str, int] = {}  # own-step stages on the longest path ending at a stage (itself included)
+    for stage in ordered:
+        above = max((level[u] for u in stage.upstream), default=0)
+        level[stage.name] = above + (1 if stage.name in own_step else 0)
+    steps: list[tuple[int, int, list[str]]] = []  # (level, position of its first stage, names)
+    shared: dict[int, tuple[int, list[str]]] = {}
+    for position, stage in enumerate(ordered):
+        if stage.name in own_step:
+            steps.append((level[stage.name], position, [stage.name]))
+        else:
+            shared.setdefault(level[stage.name], (position, []))[1].append(stage.name)
+    steps += [(lvl, position, names) for lvl, (position, names) in shared.items()]
+    return [(names, lvl) for lvl, _, names in sorted(steps, key=lambda t: (t[0], t[1]))]
+
+
+def _build_step(
+    recipe: Recipe,
+    specs: dict[str, dg.AssetSpec],
+    name: str,
+    pool: str | None,
+    op_tags: dict[str, str],
 ) -> dg.AssetsDefinition:
-    """One multi-asset for a whole recipe, like dagster-dbt's `@dbt_assets`: a run of any subset of its
-    stages is one `dvc repro --single-item` over the selected stages in dependency order, and each
-    stage is reported (data version, metadata, checks) as soon as DVC is done with it."""
-    checks = {name: check_definitions(recipe.stage(name).dagster_meta) for name in specs}
-    check_spec_list = [c for name, spec in specs.items() for c in check_specs(spec.key, checks[name])]
-    order = [s.name for s in topological(recipe.stages)]
-    by_key = {spec.key: name for name, spec in specs.items()}
+    """One multi-asset over some stages of a recipe, like dagster-dbt's `@dbt_assets`: a run of any
+    subset of them is one `dvc repro --single-item` over the selected stages in dependency order, and
+    each stage is reported (data version, metadata, checks) as soon as DVC is done with it."""
+    checks = {n: check_definitions(recipe.stage(n).dagster_meta) for n in specs}
+    check_spec_list = [c for n, spec in specs.items() for c in check_specs(spec.key, checks[n])]
+    order = [s.name for s in topological(recipe.stages) if s.name in specs]
+    by_key = {spec.key: n for n, spec in specs.items()}
     # DVC prints the root's stages by name and other recipes' as `<dvc.yaml path>:<stage>`.
     printed = {}
     for stage in recipe.stages:
         printed[stage.name if recipe.folder == "." else stage.address] = stage.name
         printed[stage.address] = stage.name
-    pool = next(iter(pools)) if len(pools) == 1 else None
 
     @dg.multi_asset(
         specs=[spec.replace_attributes(skippable=True) for spec in specs.values()],
         check_specs=check_spec_list,
         can_subset=True,
-        name=f"dvc__{dagster_name(recipe.name)}",
+        name=name,
         pool=pool,
-        op_tags={RECIPE_TAG: dagster_name(recipe.name)},
+        op_tags={RECIPE_TAG: dagster_name(recipe.name), **op_tags},
     )
     def _asset(context: dg.AssetExecutionContext, dvc: DvcCliResource):
         root = Path(dvc.project_dir)
@@ -150,9 +180,9 @@ def _build_recipe(
         context.log.info("dvc " + " ".join(args))
         reported: list[str] = []
 
-        def report(name: str, outcome: str):
-            stage = recipe.stage(name)
-            spec = specs[name]
+        def report(stage_name: str, outcome: str):
+            stage = recipe.stage(stage_name)
+            spec = specs[stage_name]
             # Also when DVC skipped the stage, pulled it or restored it from the run cache: versions
             # come from dvc.lock, not from what the command printed.
             data_version, tags, metadata = materialization_parts(root, recipe, stage)
@@ -163,10 +193,10 @@ def _build_recipe(
                 metadata={OUTCOME_METADATA: outcome, **metadata},
             )
             # Checks declared in dvc.yaml `meta.dagster.checks`, over the outputs as they are now.
-            for result in check_results(root / stage.wdir, spec.key, checks[name]):
+            for result in check_results(root / stage.wdir, spec.key, checks[stage_name]):
                 if dg.AssetCheckKey(spec.key, result.check_name) in selected_checks:
                     yield result
-            reported.append(name)
+            reported.append(stage_name)
 
         try:
             for line, done, outcome in stage_events(dvc.stream(*args, run_id=context.run.run_id), printed):
@@ -191,14 +221,24 @@ def _build_recipe(
     return _asset
 
 
+def step_name(recipe: Recipe, names: list[str], own: bool, level: int) -> str:
+    """The op name of a step: `dvc__<recipe>` for the recipe's first shared step (the whole recipe when
+    no stage has a step of its own), `dvc__<recipe>__<stage>` for an own-step stage, and
+    `dvc__<recipe>__after_<n>` for a shared step below n own-step stages."""
+    base = f"dvc__{dagster_name(recipe.name)}"
+    if own:
+        return f"{base}__{dagster_name(names[0])}"
+    return base if level == 0 else f"{base}__after_{level}"
+
+
 def build_recipe_assets(recipe: Recipe, translator: DvcTranslator | None = None) -> list[dg.AssetsDefinition]:
-    """One multi-asset over every stage of one (loaded) recipe (subsettable: one asset per stage).
-    Raises if two of its stages map to one asset key."""
+    """The assets of one (loaded) recipe, one per stage, in as few steps as its `meta.dagster` allows:
+    stages that name a `pool` run as steps of their own (see `step_groups`), the others share one
+    multi-asset per level. Raises if two of its stages map to one asset key."""
     translator = translator or DvcTranslator()
     by_name = {s.name: s for s in recipe.stages}
     seen: dict[dg.AssetKey, str] = {}
     specs: dict[str, dg.AssetSpec] = {}
-    pools = set()
     for stage in recipe.stages:
         spec = translator.get_spec(stage, by_name, recipe.code_versions.get(stage.name))
         if spec.key in seen:
@@ -209,8 +249,18 @@ def build_recipe_assets(recipe: Recipe, translator: DvcTranslator | None = None)
             )
         seen[spec.key] = stage.name
         specs[stage.name] = spec
-        pools.add(translator.get_pool(stage))
-    return [_build_recipe(recipe, specs, pools)] if specs else []
+        translator.get_concurrency(stage)  # a malformed limit fails the recipe's load, naming the stage
+    own = {s.name for s in recipe.stages if translator.get_pool(s)}
+    assets = []
+    for names, level in step_groups(recipe.stages, own):
+        is_own = names[0] in own
+        pool = translator.get_pool(by_name[names[0]]) if is_own else None
+        tags = translator.get_op_tags([by_name[n] for n in names])
+        if pool:
+            tags[POOL_TAG] = dagster_name(pool)
+        name = step_name(recipe, names, is_own, level)
+        assets.append(_build_step(recipe, {n: specs[n] for n in names}, name, pool, tags))
+    return assets
 
 
 def build_dvc_assets(

@@ -7,7 +7,9 @@ every recipe, validates the params, hashes the file deps): seconds before DVC ev
 keeps the definitions it loaded for each load of the code location (a reload in the UI makes it load
 them again) and runs each launched run in a thread of the webserver (or daemon) process.
 
-Runs of any other code location go to Dagster's `DefaultRunLauncher`. Terminating a run stops its
+Runs of any other code location go to Dagster's `DefaultRunLauncher`, and so do the project's runs whose
+executor runs steps in processes of their own (`multiprocess` in the run config, a recipe job that runs
+pool stages side by side, celery): those processes load the job themselves. Terminating a run stops its
 `dvc` process the way Ctrl-C does and the run ends canceled. What runs in-process is the project's
 integration code as imported when the first run was launched: after editing the project's own Python
 package (not the stage code DVC runs, which is read fresh by every stage), restart `dagster dev`.
@@ -29,11 +31,13 @@ from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster._utils.error import serializable_error_info_from_exc_info
 
+from dagster_project.dvc_integration.executors import needs_own_process
 from dagster_project.dvc_integration.location import build_code_location, project_dir_from_env
 from dagster_project.dvc_integration.resource import forget_run, interrupt_runs_dvc
 
 DEFINITIONS_MODULE = "dagster_project.definitions"
 IN_PROCESS_EVENT = "Executing in a thread of the launching process"
+SUBPROCESS_EVENT = "Launching in a process of its own: the run's executor runs steps in their own processes"
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,15 @@ def is_project_run(run: dg.DagsterRun) -> bool:
     if module is not None:
         return module == DEFINITIONS_MODULE
     return python_file is not None and Path(python_file).as_posix().endswith("dagster_project/definitions.py")
+
+
+def executor_config(job_def: dg.JobDefinition, run: dg.DagsterRun) -> dict:
+    """The run's executor config: `execution.config` of its run config, else the executor's default."""
+    config = ((run.run_config or {}).get("execution") or {}).get("config")
+    if config is not None:
+        return config
+    field = job_def.executor_def.config_schema.as_field()
+    return field.default_value if field.default_provided else {}
 
 
 class InProcessRunLauncher(RunLauncher, ConfigurableClass):
@@ -90,7 +103,7 @@ class InProcessRunLauncher(RunLauncher, ConfigurableClass):
         version = self._location_version(context)
         thread = threading.Thread(
             target=self._execute,
-            args=(run.run_id, version),
+            args=(context, version),
             name=f"dagster-run-{run.run_id[:8]}",
             daemon=True,
         )
@@ -117,13 +130,18 @@ class InProcessRunLauncher(RunLauncher, ConfigurableClass):
                 self._definitions = {version: build_code_location(project_dir_from_env())}
             return self._definitions[version]
 
-    def _execute(self, run_id: str, version: str) -> None:
+    def _execute(self, context: LaunchRunContext, version: str) -> None:
         instance = self._instance
+        run_id = context.dagster_run.run_id
         run = instance.get_run_by_id(run_id)
         if run is None:
             return
         try:
             job_def = self.definitions_for(version).resolve_job_def(run.job_name)
+            if needs_own_process(job_def.executor_def, executor_config(job_def, run)):
+                instance.report_engine_event(SUBPROCESS_EVENT, run, cls=type(self))
+                self._fallback.launch_run(context)
+                return
             instance.report_engine_event(f"{IN_PROCESS_EVENT} (pid {os.getpid()})", run, cls=type(self))
             execute_run(InMemoryJob(job_def), run, instance)
         except Exception:  # loading failed, or the run could not start: the run fails, saying why

@@ -8,7 +8,7 @@ import dagster as dg
 
 from dagster_project.dvc_integration.assets import build_dvc_assets
 from dagster_project.dvc_integration.errors import build_recipe_error_sensors, log_recipe_errors, vet_recipes
-from dagster_project.dvc_integration.executors import executor_from_env
+from dagster_project.dvc_integration.executors import dvc_executor, executor_from_env, parallel_run_config
 from dagster_project.dvc_integration.project import DvcProject, load_project
 from dagster_project.dvc_integration.resource import DvcCliResource
 from dagster_project.dvc_integration.sensor import build_dvc_lock_sensor
@@ -31,15 +31,24 @@ def pull_from_remote(environ: Mapping[str, str] | None = None) -> bool:
     return environ.get("DISTILL_DVC_PULL", "1").strip() not in ("0", "false", "no")
 
 
-def recipe_jobs(project: DvcProject) -> list:
-    """`main` (every recipe) and one job per recipe, `recipe__<name>` (its group)."""
+def recipe_jobs(
+    project: DvcProject,
+    translator: DvcTranslator | None = None,
+    executor: dg.ExecutorDefinition = dvc_executor,
+) -> list:
+    """`main` (every recipe) and one job per recipe, `recipe__<name>` (its group). The job of a recipe
+    with own-step stages (a `pool`) runs them side by side by default (multiprocess executor)."""
     jobs = [dg.define_asset_job("main", selection=dg.AssetSelection.all(), description="Every recipe.")]
     for r in project.ok_recipes:
+        # (Run config for `dvc_executor`; another executor, e.g. celery, runs the steps its own way.)
+        parallel = parallel_run_config(r, translator) if executor is dvc_executor else None
         jobs.append(
             dg.define_asset_job(
                 f"recipe__{r.name}",
                 selection=dg.AssetSelection.groups(r.name),
-                description=f"The recipe `{r.name}` ({r.dvc_yaml}).",
+                config=parallel,
+                description=f"The recipe `{r.name}` ({r.dvc_yaml})."
+                + (" Its pool stages run side by side (multiprocess executor)." if parallel else ""),
             )
         )
     return jobs
@@ -53,12 +62,14 @@ def build_code_location(
     project = project_dir if isinstance(project_dir, DvcProject) else load_project(project_dir)
     project = vet_recipes(project, translator)
     log_recipe_errors(project)
+    executor = executor_from_env(os.environ, default=dvc_executor)  # DISTILL_EXECUTOR=celery: workers
     return dg.Definitions(
         assets=build_dvc_assets(project, translator),
-        jobs=recipe_jobs(project),
+        jobs=recipe_jobs(project, translator, executor),
         sensors=[build_dvc_lock_sensor(project, translator), *build_recipe_error_sensors(project)],
         resources={"dvc": DvcCliResource(project_dir=str(project.root), pull=pull_from_remote())},
-        # A run is one step per recipe that waits on `dvc`: running it in the run's own process saves
-        # a second process start (and definitions load) per run; DVC isolates each stage itself.
-        executor=executor_from_env(os.environ, default=dg.in_process_executor),
+        # Most runs are one step per recipe that waits on `dvc`: running it in the run's own process
+        # saves a second process start (and definitions load) per run; DVC isolates each stage itself.
+        # Run config can choose `multiprocess` (the recipe jobs of recipes with pool stages do).
+        executor=executor,
     )

@@ -87,8 +87,10 @@ class DvcCliResource(dg.ConfigurableResource):
     def stream(self, *args: str, run_id: str | None = None) -> Iterator[str]:
         """Run `dvc <args>`, yielding each output line as it comes; raise DvcCommandError on failure
         (DvcInterrupted when run `run_id` was terminated)."""
+        # Through the guard: if this process dies (a killed step worker), DVC and its stage stop too.
+        guard = [sys.executable, str(Path(__file__).with_name("dvc_guard.py")), str(os.getpid())]
         proc = subprocess.Popen(
-            [dvc_executable(), *args],
+            [*guard, dvc_executable(), *args],
             cwd=self.project_dir,
             env=dvc_subprocess_env(),
             stdout=subprocess.PIPE,

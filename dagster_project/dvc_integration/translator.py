@@ -64,7 +64,35 @@ class DvcTranslator:
         return tags
 
     def get_pool(self, stage: DvcStage) -> str | None:
-        return stage.dagster_meta.get("pool")
+        """`meta.dagster.pool`: the Dagster pool of the stage's step. A stage with a pool runs as a step
+        of its own (each `foreach` entry one step), so an executor can run several at once, and Dagster
+        limits how many steps of one pool run at once across runs (the instance's pool limit)."""
+        pool = stage.dagster_meta.get("pool")
+        if pool is not None and (not isinstance(pool, str) or not pool.strip()):
+            raise ValueError(
+                f"stage {stage.name!r}: meta.dagster.pool must be a name (e.g. teacher), got {pool!r}"
+            )
+        return pool or None
+
+    def get_concurrency(self, stage: DvcStage) -> int | None:
+        """`meta.dagster.concurrency`: the most steps of the stage's pool one run executes at once
+        (under the multiprocess executor); None for no limit of its own."""
+        value = stage.dagster_meta.get("concurrency")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"stage {stage.name!r}: meta.dagster.concurrency must be a whole number >= 1, got {value!r}"
+            )
+        if not self.get_pool(stage):
+            raise ValueError(
+                f"stage {stage.name!r}: meta.dagster.concurrency limits a pool's steps: add meta.dagster.pool"
+            )
+        return value
+
+    def get_op_tags(self, stages: list[DvcStage]) -> dict[str, str]:
+        """Tags of the step that runs `stages` (executors read them, e.g. a Kubernetes pod's resources)."""
+        return {}
 
     def get_metadata(self, stage: DvcStage) -> dict[str, Any]:
         return {

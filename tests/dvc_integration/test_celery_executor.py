@@ -64,18 +64,19 @@ DVC_YAML = {
 }
 
 # Runs a job of the project's definitions (`-m dagster_project.definitions`, as the workers load them)
-# with the executor the environment names; with a second argument, re-executes that run from failure.
+# with the executor the environment names and the run config given; with a parent run id, re-executes
+# that run from failure.
 DRIVER = """
 import json, sys
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-job, parent = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+job, parent, run_config = sys.argv[1], sys.argv[2] or None, json.loads(sys.argv[3])
 repository = ReconstructableRepository.for_module("dagster_project.definitions", "defs")
 recon = repository.get_reconstructable_job(job)
 with dg.DagsterInstance.get() as instance:
     options = dg.ReexecutionOptions.from_failure(parent, instance) if parent else None
-    result = dg.execute_job(recon, instance, reexecution_options=options)
+    result = dg.execute_job(recon, instance, run_config=run_config or None, reexecution_options=options)
     print(json.dumps({"run_id": result.run_id, "success": result.success}))
 """
 JOB = "recipe__default"
@@ -125,8 +126,10 @@ def project_env(root: Path, home: Path, executor: str, **extra: str) -> dict[str
     return env | extra
 
 
-def start_driver(env: dict[str, str], parent_run: str | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-c", DRIVER, JOB, *([parent_run] if parent_run else [])]
+def start_driver(
+    env: dict[str, str], parent_run: str | None = None, run_config: dict | None = None
+) -> subprocess.Popen:
+    args = [sys.executable, "-c", DRIVER, JOB, parent_run or "", json.dumps(run_config or {})]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -155,7 +158,8 @@ def in_process_outputs(tmp_path_factory) -> dict:
     """The recipe materialized through the same definitions with the in-process executor."""
     tmp = tmp_path_factory.mktemp("in_process")
     root = make_sharded_repo(tmp / "repo")
-    result = finish_driver(start_driver(project_env(root, tmp / "home", "in_process")))
+    env = project_env(root, tmp / "home", "default")
+    result = finish_driver(start_driver(env, run_config={"execution": {"config": {"in_process": {}}}}))
     assert result["success"], result
     return {"shards": shard_rows(root), **deduped(root)}
 
@@ -205,7 +209,7 @@ def test_four_shards_run_at_once_on_the_celery_workers_with_the_in_process_outpu
     assert result["success"], result
 
     events = run_events(celery_project["home"], result["run_id"])
-    # Each shard step ran in a celery worker (the worker's engine event names it).
+    # Each shard step ran in a celery worker (the worker's engine event names it), on both workers.
     on_workers = {
         e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
         for e in events
@@ -213,7 +217,19 @@ def test_four_shards_run_at_once_on_the_celery_workers_with_the_in_process_outpu
         and e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
         and "in celery worker" in (e.message or "")
     }
-    print("steps and workers:", on_workers)
+    shards = shard_steps(events)
+    assert len(shards) == SHARDS and shards <= set(on_workers), on_workers
+    assert {on_workers[s].split("@")[0] for s in shards} == {"w0", "w1"}
+    # The four steps overlapped in time: each started before any of them ended.
+    starts = {
+        e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_START
+    }
+    ends = {
+        e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS
+    }
+    assert max(starts[s] for s in shards) < min(ends[s] for s in shards)
+    assert set(step_outcomes(events).values()) == {"succeeded"}
+
     root = celery_project["root"]
     assert shard_rows(root).sort("id").equals(in_process_outputs["shards"].sort("id"))
     for name, frame in deduped(root).items():
@@ -255,18 +271,18 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_its_reexecution_has_every_r
     driver = start_driver(env)
     stage = psutil.Process(wait_held(gate, victim, driver))
 
-    # The worker process executing that shard's step: the parent of its `dvc repro` (stage <- shell <-
-    # dvc <- celery pool process <- celery worker <- dagster-celery worker start).
+    # The worker process executing that shard's step: the celery pool process among the stage command's
+    # ancestors (stage <- shell <- dvc <- dvc guard <- pool process <- celery worker <- dagster-celery).
     chain = stage.parents()
-    dvc_leader = next(p for p in chain if "repro" in p.cmdline())  # in a session of its own
-    pool = dvc_leader.parent()
-    assert "worker" in pool.cmdline() and any(part.endswith("/celery") for part in pool.cmdline())
-    workers = {w.proc.pid for w in celery_project["workers"]}
-    assert workers & {p.pid for p in pool.parents()}  # a pool process of one of the two workers
-    # SIGKILL the worker process and what it started, as when its machine dies: no cleanup runs.
-    pool.send_signal(signal.SIGKILL)
-    os.killpg(dvc_leader.pid, signal.SIGKILL)
-    psutil.wait_procs([pool, dvc_leader, stage], timeout=10)
+    pool = next(
+        p for p in chain if "worker" in p.cmdline() and any(a.endswith("/celery") for a in p.cmdline())
+    )
+    started = [stage, *chain[: chain.index(pool)]]  # what the step started: guard, dvc, shell, stage
+    assert any("repro" in p.cmdline() for p in started)
+    assert {w.proc.pid for w in celery_project["workers"]} & {p.pid for p in pool.parents()}
+    pool.send_signal(signal.SIGKILL)  # no cleanup runs in it
+    _, alive = psutil.wait_procs(started, timeout=45)
+    assert not alive, f"processes the killed worker started outlived it: {alive}"  # none left writing
     (gate / str(victim)).unlink()
 
     first = finish_driver(driver)
