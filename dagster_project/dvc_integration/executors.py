@@ -136,3 +136,20 @@ def executor_from_env(
         f"{EXECUTOR_ENV}={value!r} is not an executor: set it to one of {', '.join(EXECUTORS)}"
         " (unset means default: in-process, or multiprocess chosen in run config)"
     )
+
+
+def main(argv: "list[str] | None" = None) -> None:
+    """`python -m dagster_project.dvc_integration.executors worker-config <path>`: write the config file
+    for `dagster-celery worker start -y <path>` from this environment's DISTILL_CELERY_* variables."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dagster_project.dvc_integration.executors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    write = sub.add_parser("worker-config", help="write the celery workers' config YAML (broker, backend)")
+    write.add_argument("path", help="the YAML file to write, e.g. celery.yaml")
+    args = parser.parse_args(argv)
+    print(celery_worker_config(args.path))
+
+
+if __name__ == "__main__":
+    main()

@@ -308,3 +308,56 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_its_reexecution_has_every_r
     assert merged.n_unique() == merged.len() == rows.height
     for name, frame in deduped(root).items():
         assert frame.equals(in_process_outputs[name]), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choosing the executor from the environment (no broker needed).
+
+
+def test_the_environment_chooses_the_executor(tmp_path: Path):
+    from dagster_celery.cli import get_validated_config
+
+    from dagster_project.dvc_integration.executors import (
+        celery_config,
+        celery_worker_config,
+        dvc_executor,
+        executor_from_env,
+        needs_own_process,
+    )
+
+    assert executor_from_env({}) is dvc_executor
+    assert executor_from_env({EXECUTOR_ENV: " default "}) is dvc_executor
+    assert executor_from_env({}, default=dg.in_process_executor) is dg.in_process_executor
+    celery = executor_from_env({EXECUTOR_ENV: "Celery"})
+    assert celery.name == "celery" and needs_own_process(celery, {})  # the run gets a process of its own
+    assert celery_config({}) == {"broker": "redis://127.0.0.1:6379/0", "backend": "redis://127.0.0.1:6379/0"}
+    env = {BROKER_ENV: "redis://10.0.0.5:6380/2", "DISTILL_CELERY_BACKEND": "redis://10.0.0.5:6380/3"}
+    assert celery_config(env) == {"broker": "redis://10.0.0.5:6380/2", "backend": "redis://10.0.0.5:6380/3"}
+    # The workers' config file says the same, as dagster-celery itself reads it.
+    config = get_validated_config(str(celery_worker_config(tmp_path / "celery.yaml", env)))
+    assert (config["broker"], config["backend"]) == (env[BROKER_ENV], env["DISTILL_CELERY_BACKEND"])
+    cli = subprocess.run(
+        [sys.executable, "-m", "dagster_project.dvc_integration.executors", "worker-config", "w.yaml"],
+        cwd=tmp_path, env=os.environ | env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    config = get_validated_config(str(tmp_path / "w.yaml"))
+    assert (config["broker"], config["backend"]) == (env[BROKER_ENV], env["DISTILL_CELERY_BACKEND"])
+    with pytest.raises(ValueError, match=r"DISTILL_EXECUTOR='dask' is not an executor: .*default, celery"):
+        executor_from_env({EXECUTOR_ENV: "dask"})
+
+
+def test_under_celery_the_recipe_job_runs_on_the_celery_executor(tmp_path: Path, monkeypatch):
+    from dagster_project.dvc_integration.location import build_code_location
+
+    root = make_sharded_repo(tmp_path / "repo")
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    assert "multiprocess" in json.dumps(build_code_location(root).resolve_job_def(JOB).run_config)
+    monkeypatch.setenv(EXECUTOR_ENV, "celery")
+    job = build_code_location(root).resolve_job_def(JOB)
+    # No multiprocess run config (it would not validate against celery's schema): the workers run steps.
+    assert job.executor_def.name == "celery"
+    assert "multiprocess" not in json.dumps(job.run_config or {})
+    monkeypatch.setenv(EXECUTOR_ENV, "dask")
+    with pytest.raises(ValueError, match="DISTILL_EXECUTOR='dask'"):
+        build_code_location(root)
