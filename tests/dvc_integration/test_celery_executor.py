@@ -236,6 +236,26 @@ def test_four_shards_run_at_once_on_the_celery_workers_with_the_in_process_outpu
         assert frame.equals(in_process_outputs[name]), name
 
 
+def test_the_instance_pool_limit_holds_under_celery(celery_project):
+    """Under celery a pool's limit is the instance's (`dagster instance concurrency set teacher 2`)."""
+    gate, env, home = celery_project["gate"], celery_project["env"], celery_project["home"]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots("teacher", 2)
+    for i in range(SHARDS):
+        (gate / str(i)).write_text("")
+    driver = start_driver(env)
+    deadline = time.monotonic() + 60
+    while len(list(gate.glob("*.held"))) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(4)  # four pool processes are free: only the limit keeps the other two shards waiting
+    held = sorted(p.name for p in gate.glob("*.held"))
+    for i in range(SHARDS):
+        (gate / str(i)).unlink()
+    result = finish_driver(driver)
+    assert len(held) == 2, held
+    assert result["success"], result
+
+
 def wait_held(gate: Path, shard: int, driver: subprocess.Popen, timeout: float = 60) -> int:
     """The pid of shard `shard`'s held stage command, once it is held."""
     held = gate / f"{shard}.held"
