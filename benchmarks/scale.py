@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PAIRS_PER_PASSAGE = 8
+PAIRS_PER_PASSAGE = 8  # asked of the teacher
+PAIRS_WRITTEN = 5.1  # what the offline teacher writes a demo passage on average (measured): sizes the input
 
 TIMED_PY = """
 import json, os, pathlib, subprocess, sys, time
@@ -44,12 +45,6 @@ code = subprocess.call(cmd)
 folder = pathlib.Path(os.environ["SCALE_TIMING_DIR"]); folder.mkdir(parents=True, exist_ok=True)
 (folder / f"{label}-{os.getpid()}.json").write_text(json.dumps([start, time.time()]))
 sys.exit(code)
-"""
-
-DEFINITIONS_PY = """
-from pathlib import Path
-from dagster_project.dvc_integration import build_code_location
-defs = build_code_location(Path(__file__).resolve().parent)
 """
 
 
@@ -102,7 +97,6 @@ def make_repo(root: Path, shards: int, rows: list[dict]) -> None:
     section["constants"] = {"count": PAIRS_PER_PASSAGE}
     (root / "params.yaml").write_text(yaml.safe_dump({"synthesize": section}))
     (root / "timed.py").write_text(TIMED_PY)
-    (root / "definitions.py").write_text(DEFINITIONS_PY)
     cmd = (
         f"python timed.py shard_${{item}} python -m dagster_project.stages.synthesize --params params.yaml "
         f"--input data/passages.parquet --shard ${{item}}/{shards} --out assets/synthesized_${{item}}"
@@ -144,13 +138,18 @@ def count_examples(root: Path, shards: int) -> int:
 
 def run_once(executor: str, shards: int, rows: list[dict], url: str, in_flight: int, work: Path,
              celery: "CeleryCluster | None") -> dict:  # fmt: skip
-    import dagster as dg
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
+    """Materialize a fresh `shards`-shard recipe with `executor`, in a process of its own: the project's
+    definitions module (`-m dagster_project.definitions` for DISTILL_PROJECT_DIR, as `dagster dev` and
+    workers load it) is imported once per process."""
     root = work / f"{executor}_{shards}"
     make_repo(root, shards, rows)
     timing = work / f"timing_{executor}_{shards}"
+    home = work / f"dagster_home_{executor}_{shards}"
+    home.mkdir()
     env = {
+        **os.environ,
+        "DISTILL_PROJECT_DIR": str(root),
+        "DAGSTER_HOME": str(home),
         "DISTILL_TEACHER_BASE_URL": url,
         "OPENAI_API_KEY": "not-needed",
         "DISTILL_TEACHER_CONCURRENCY": str(in_flight),
@@ -160,34 +159,21 @@ def run_once(executor: str, shards: int, rows: list[dict], url: str, in_flight: 
         "TQDM_DISABLE": "1",
     }
     if celery is not None:
-        env["DISTILL_EXECUTOR"] = "celery"
-        env["DISTILL_CELERY_BROKER"] = celery.broker
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+        env |= {"DISTILL_EXECUTOR": "celery", "DISTILL_CELERY_BROKER": celery.broker}
+        celery.start_workers(root, env)
     try:
-        if celery is not None:
-            celery.start_workers(root)
-        home = work / f"dagster_home_{executor}_{shards}"
-        home.mkdir()
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
-            if celery is not None:
-                celery.instance_dir = home
-            job = ReconstructableRepository.for_file(str(root / "definitions.py"), "defs", str(root))
-            started = time.time()
-            result = dg.execute_job(job.get_reconstructable_job("recipe__default"), instance=instance,
-                                    raise_on_error=False)  # fmt: skip
-            wall = time.time() - started
+        proc = subprocess.run([sys.executable, __file__, "--one"], cwd=root, env=env, capture_output=True,
+                              text=True)  # fmt: skip
     finally:
         if celery is not None:
             celery.stop_workers()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    if not result.success:
-        failure = next((e for e in result.all_events if e.is_failure), None)
-        return {"executor": executor, "shards": shards, "error": failure.message if failure else "run failed"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"executor": executor, "shards": shards, "error": (proc.stderr or proc.stdout)[-2000:]}
+    run = json.loads(lines[-1])
+    if "error" in run:
+        return {"executor": executor, "shards": shards, **run}
+    wall = run["wall_s"]
     spans = [tuple(json.loads(f.read_text())) for f in timing.glob("*.json")]
     stage_union = union_seconds(spans)
     examples = count_examples(root, shards)
@@ -201,6 +187,24 @@ def run_once(executor: str, shards: int, rows: list[dict], url: str, in_flight: 
         "orchestration_s": round(wall - stage_union, 2),
         "orchestration_fraction": round((wall - stage_union) / wall, 4),
     }
+
+
+def materialize_here() -> None:
+    """(The child of `run_once`.) Execute the recipe job of DISTILL_PROJECT_DIR; print its wall time."""
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repo = ReconstructableRepository.for_module("dagster_project.definitions", "defs", os.getcwd())
+    with dg.DagsterInstance.get() as instance:
+        started = time.time()
+        result = dg.execute_job(repo.get_reconstructable_job("recipe__default"), instance=instance,
+                                raise_on_error=False)  # fmt: skip
+        wall = time.time() - started
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_failure), None)
+        print(json.dumps({"error": failure.message if failure else "run failed"}))
+    else:
+        print(json.dumps({"wall_s": wall}))
 
 
 class CeleryCluster:
@@ -275,10 +279,14 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--in-flight", type=int, default=64, help="requests at once per shard")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # run_once's child
     args = parser.parse_args()
+    if args.one:
+        materialize_here()
+        return
 
     shard_counts = [int(s) for s in args.shards.split(",")]
-    rows = passages(-(-args.examples // PAIRS_PER_PASSAGE))
+    rows = passages(int(args.examples / PAIRS_WRITTEN) + 1)
     server, url = start_teacher(args.latency_ms)
     results: list[dict] = []
     skipped: dict[str, str] = {}
