@@ -259,7 +259,8 @@ ALPHA_DVC = {
 }
 ALPHA_PARAMS = {"retrieve": {"repeat": 3}, "synthesize": {"suffix": "?"}}
 
-# beta: a foreach over params (DVC resolves `${}`), stage names with `@`.
+# beta: a foreach over params (DVC resolves `${}`), stage names with `@`; the shards are in the pool
+# `teacher`, so each is a step of its own and the recipe's job runs them side by side.
 BETA_CORPUS = (
     "import pathlib; p = pathlib.Path('assets/corpus'); p.mkdir(parents=True, exist_ok=True); "
     "(p / 'c.txt').write_text(pathlib.Path('data/in.txt').read_text().upper())"
@@ -277,6 +278,7 @@ BETA_DVC = {
                 "cmd": f'python -c "{BETA_SHARD}"',
                 "deps": ["assets/corpus"],
                 "outs": ["assets/shard_${item}"],
+                "meta": {"dagster": {"pool": "teacher", "concurrency": 2}},
             },
         },
     }

@@ -233,8 +233,8 @@ def step_name(recipe: Recipe, names: list[str], own: bool, level: int) -> str:
 
 def build_recipe_assets(recipe: Recipe, translator: DvcTranslator | None = None) -> list[dg.AssetsDefinition]:
     """The assets of one (loaded) recipe, one per stage, in as few steps as its `meta.dagster` allows:
-    stages that name a `pool` run as steps of their own (see `step_groups`), the others share one
-    multi-asset per level. Raises if two of its stages map to one asset key."""
+    stages that name a `pool` or `resources` run as steps of their own (see `step_groups`), the others
+    share one multi-asset per level. Raises if two of its stages map to one asset key."""
     translator = translator or DvcTranslator()
     by_name = {s.name: s for s in recipe.stages}
     seen: dict[dg.AssetKey, str] = {}
@@ -250,7 +250,7 @@ def build_recipe_assets(recipe: Recipe, translator: DvcTranslator | None = None)
         seen[spec.key] = stage.name
         specs[stage.name] = spec
         translator.get_concurrency(stage)  # a malformed limit fails the recipe's load, naming the stage
-    own = {s.name for s in recipe.stages if translator.get_pool(s)}
+    own = {s.name for s in recipe.stages if translator.get_own_step(s)}
     assets = []
     for names, level in step_groups(recipe.stages, own):
         is_own = names[0] in own

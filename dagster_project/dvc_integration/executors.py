@@ -5,8 +5,8 @@ runs are one step waiting on one `dvc repro`, which runs best in the run's own p
 a `pool` (synthesis shards: one `foreach` entry per shard) are steps of their own, and the multiprocess
 executor runs them side by side, at most `meta.dagster.concurrency` of one pool at once.
 
-`DISTILL_EXECUTOR` chooses the executor of the project's definitions (`executor_from_env`): unset or
-`default` keeps `dvc_executor`; `celery` sends every step to `dagster-celery` workers through a broker
+`DISTILL_EXECUTOR=celery` (`location.project_executor`) replaces `dvc_executor` with
+`celery_executor_from_env`: it sends every step to `dagster-celery` workers through a broker
 (`DISTILL_CELERY_BROKER`, default `redis://127.0.0.1:6379/0`), results coming back through
 `DISTILL_CELERY_BACKEND` (default: the broker's URL). The workers must listen on that broker and load
 the same definitions with the same environment; `celery_worker_config` writes the file
@@ -90,11 +90,9 @@ def parallel_run_config(recipe: Recipe, translator: DvcTranslator | None = None)
     return {"execution": {"config": {"multiprocess": multiprocess}}}
 
 
-EXECUTOR_ENV = "DISTILL_EXECUTOR"
 BROKER_ENV = "DISTILL_CELERY_BROKER"
 BACKEND_ENV = "DISTILL_CELERY_BACKEND"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-EXECUTORS = ("default", "celery")
 
 
 def celery_config(environ: Mapping[str, str] | None = None) -> dict:
@@ -115,27 +113,12 @@ def celery_worker_config(path: "str | Path", environ: Mapping[str, str] | None =
     return path
 
 
-def executor_from_env(
-    environ: Mapping[str, str] | None = None, default: dg.ExecutorDefinition | None = None
-) -> dg.ExecutorDefinition:
-    """The executor `DISTILL_EXECUTOR` names: unset or `default` gives `default` (`dvc_executor` if
-    None: in-process, or multiprocess chosen in run config); `celery` gives dagster-celery's executor
-    with the broker and backend of `celery_config`. Raises ValueError naming the allowed values on any
-    other value."""
-    environ = os.environ if environ is None else environ
-    default = dvc_executor if default is None else default
-    value = (environ.get(EXECUTOR_ENV) or "").strip()
-    name = value.lower()
-    if name in ("", "default"):
-        return default
-    if name == "celery":
-        from dagster_celery import celery_executor
+def celery_executor_from_env(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+    """dagster-celery's executor with the broker and backend of `celery_config` (`DISTILL_EXECUTOR=celery`
+    in `location.project_executor`)."""
+    from dagster_celery import celery_executor
 
-        return celery_executor.configured(celery_config(environ), name="celery")
-    raise ValueError(
-        f"{EXECUTOR_ENV}={value!r} is not an executor: set it to one of {', '.join(EXECUTORS)}"
-        " (unset means default: in-process, or multiprocess chosen in run config)"
-    )
+    return celery_executor.configured(celery_config(environ), name="celery")
 
 
 def main(argv: "list[str] | None" = None) -> None:

@@ -27,6 +27,7 @@ import dagster as dg
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.execution.api import execute_run
 from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext, RunLauncher
+from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster._utils.error import serializable_error_info_from_exc_info
@@ -57,12 +58,10 @@ def is_project_run(run: dg.DagsterRun) -> bool:
 
 
 def executor_config(job_def: dg.JobDefinition, run: dg.DagsterRun) -> dict:
-    """The run's executor config: `execution.config` of its run config, else the executor's default."""
-    config = ((run.run_config or {}).get("execution") or {}).get("config")
-    if config is not None:
-        return config
-    field = job_def.executor_def.config_schema.as_field()
-    return field.default_value if field.default_provided else {}
+    """The run's executor config as the run will resolve it: its run config over the job's own config
+    (a recipe job's multiprocess default) and the executor's defaults."""
+    resolved = ResolvedRunConfig.build(job_def, run.run_config or {})
+    return dict(resolved.execution.execution_engine_config or {})
 
 
 class InProcessRunLauncher(RunLauncher, ConfigurableClass):

@@ -8,7 +8,11 @@ import dagster as dg
 
 from dagster_project.dvc_integration.assets import build_dvc_assets
 from dagster_project.dvc_integration.errors import build_recipe_error_sensors, log_recipe_errors, vet_recipes
-from dagster_project.dvc_integration.executors import dvc_executor, executor_from_env, parallel_run_config
+from dagster_project.dvc_integration.executors import (
+    celery_executor_from_env,
+    dvc_executor,
+    parallel_run_config,
+)
 from dagster_project.dvc_integration.project import DvcProject, load_project
 from dagster_project.dvc_integration.resource import DvcCliResource
 from dagster_project.dvc_integration.sensor import build_dvc_lock_sensor
@@ -31,17 +35,36 @@ def pull_from_remote(environ: Mapping[str, str] | None = None) -> bool:
     return environ.get("DISTILL_DVC_PULL", "1").strip() not in ("0", "false", "no")
 
 
+EXECUTOR_ENV = "DISTILL_EXECUTOR"
+EXECUTORS = ("in_process", "k8s", "celery")
+
+
+def project_executor(project_dir: Path, environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+    """The executor of the project's runs, chosen by DISTILL_EXECUTOR: `in_process` (the default: in the
+    run's process, `multiprocess` choosable in run config), `k8s` (a pod per step, configured by
+    `deploy/k8s/run_config.yaml`; docs/cluster.md) or `celery` (each step a task for dagster-celery
+    workers, through the broker DISTILL_CELERY_BROKER names; executors.celery_config)."""
+    environ = os.environ if environ is None else environ
+    name = environ.get(EXECUTOR_ENV, "").strip() or "in_process"
+    if name == "in_process":
+        return dvc_executor
+    if name == "k8s":
+        from dagster_project.dvc_integration.k8s import k8s_executor
+
+        return k8s_executor(project_dir / "deploy" / "k8s" / "run_config.yaml")
+    if name == "celery":
+        return celery_executor_from_env(environ)
+    raise ValueError(f"{EXECUTOR_ENV}={name!r} is not an executor; allowed: {', '.join(EXECUTORS)}")
+
+
 def recipe_jobs(
-    project: DvcProject,
-    translator: DvcTranslator | None = None,
-    executor: dg.ExecutorDefinition = dvc_executor,
+    project: DvcProject, translator: DvcTranslator | None = None, parallel_config: bool = True
 ) -> list:
-    """`main` (every recipe) and one job per recipe, `recipe__<name>` (its group). The job of a recipe
-    with own-step stages (a `pool`) runs them side by side by default (multiprocess executor)."""
+    """`main` (every recipe) and one job per recipe, `recipe__<name>` (its group). With the default
+    executor, the job of a recipe with pool stages runs them side by side (multiprocess executor)."""
     jobs = [dg.define_asset_job("main", selection=dg.AssetSelection.all(), description="Every recipe.")]
     for r in project.ok_recipes:
-        # (Run config for `dvc_executor`; another executor, e.g. celery, runs the steps its own way.)
-        parallel = parallel_run_config(r, translator) if executor is dvc_executor else None
+        parallel = parallel_run_config(r, translator) if parallel_config else None
         jobs.append(
             dg.define_asset_job(
                 f"recipe__{r.name}",
@@ -62,10 +85,10 @@ def build_code_location(
     project = project_dir if isinstance(project_dir, DvcProject) else load_project(project_dir)
     project = vet_recipes(project, translator)
     log_recipe_errors(project)
-    executor = executor_from_env(os.environ, default=dvc_executor)  # DISTILL_EXECUTOR=celery: workers
+    executor = project_executor(Path(project.root))
     return dg.Definitions(
         assets=build_dvc_assets(project, translator),
-        jobs=recipe_jobs(project, translator, executor),
+        jobs=recipe_jobs(project, translator, parallel_config=executor is dvc_executor),
         sensors=[build_dvc_lock_sensor(project, translator), *build_recipe_error_sensors(project)],
         resources={"dvc": DvcCliResource(project_dir=str(project.root), pull=pull_from_remote())},
         # Most runs are one step per recipe that waits on `dvc`: running it in the run's own process

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from dagster_project.dvc_integration.k8s import check_gpu_launch, k8s_op_tags
 from dagster_project.dvc_integration.project import DvcStage, asset_folder
 
 
@@ -90,9 +91,22 @@ class DvcTranslator:
             )
         return value
 
+    def get_own_step(self, stage: DvcStage) -> bool:
+        """Whether the stage runs as a Dagster step of its own: it names a `pool` (shards to run side by
+        side) or `resources` (a pod of its own size on a cluster: deploy/k8s, docs/cluster.md)."""
+        return bool(self.get_pool(stage) or stage.dagster_meta.get("resources"))
+
     def get_op_tags(self, stages: list[DvcStage]) -> dict[str, str]:
-        """Tags of the step that runs `stages` (executors read them, e.g. a Kubernetes pod's resources)."""
-        return {}
+        """Tags of the step that runs `stages`: the `dagster-k8s/config` pod resources of a stage with
+        `meta.dagster.resources` (always a step of its own). Raises ValueError on a malformed block."""
+        tags: dict[str, str] = {}
+        for stage in stages:
+            try:
+                tags.update(k8s_op_tags(stage.dagster_meta))
+                check_gpu_launch(stage.cmd, stage.dagster_meta)
+            except ValueError as exc:
+                raise ValueError(f"stage {stage.name!r}: {exc}") from None
+        return tags
 
     def get_metadata(self, stage: DvcStage) -> dict[str, Any]:
         return {

@@ -20,7 +20,8 @@ import yaml
 from celery_fixture import celery_workers, redis_server, redis_server_binary
 from helpers import REPO_ROOT, dvc, run, synthesize_recipe_params
 
-from dagster_project.dvc_integration.executors import BROKER_ENV, EXECUTOR_ENV
+from dagster_project.dvc_integration.executors import BROKER_ENV
+from dagster_project.dvc_integration.location import EXECUTOR_ENV
 
 SHARDS = 4
 
@@ -158,7 +159,7 @@ def in_process_outputs(tmp_path_factory) -> dict:
     """The recipe materialized through the same definitions with the in-process executor."""
     tmp = tmp_path_factory.mktemp("in_process")
     root = make_sharded_repo(tmp / "repo")
-    env = project_env(root, tmp / "home", "default")
+    env = project_env(root, tmp / "home", "in_process")
     result = finish_driver(start_driver(env, run_config={"execution": {"config": {"in_process": {}}}}))
     assert result["success"], result
     return {"shards": shard_rows(root), **deduped(root)}
@@ -341,14 +342,12 @@ def test_the_environment_chooses_the_executor(tmp_path: Path):
         celery_config,
         celery_worker_config,
         dvc_executor,
-        executor_from_env,
         needs_own_process,
     )
+    from dagster_project.dvc_integration.location import project_executor
 
-    assert executor_from_env({}) is dvc_executor
-    assert executor_from_env({EXECUTOR_ENV: " default "}) is dvc_executor
-    assert executor_from_env({}, default=dg.in_process_executor) is dg.in_process_executor
-    celery = executor_from_env({EXECUTOR_ENV: "Celery"})
+    assert project_executor(tmp_path, {}) is dvc_executor
+    celery = project_executor(tmp_path, {EXECUTOR_ENV: "celery"})
     assert celery.name == "celery" and needs_own_process(celery, {})  # the run gets a process of its own
     assert celery_config({}) == {"broker": "redis://127.0.0.1:6379/0", "backend": "redis://127.0.0.1:6379/0"}
     env = {BROKER_ENV: "redis://10.0.0.5:6380/2", "DISTILL_CELERY_BACKEND": "redis://10.0.0.5:6380/3"}
@@ -363,8 +362,8 @@ def test_the_environment_chooses_the_executor(tmp_path: Path):
     assert cli.returncode == 0, cli.stderr
     config = get_validated_config(str(tmp_path / "w.yaml"))
     assert (config["broker"], config["backend"]) == (env[BROKER_ENV], env["DISTILL_CELERY_BACKEND"])
-    with pytest.raises(ValueError, match=r"DISTILL_EXECUTOR='dask' is not an executor: .*default, celery"):
-        executor_from_env({EXECUTOR_ENV: "dask"})
+    with pytest.raises(ValueError, match=r"DISTILL_EXECUTOR='dask' is not an executor; allowed: .*celery"):
+        project_executor(tmp_path, {EXECUTOR_ENV: "dask"})
 
 
 def test_under_celery_the_recipe_job_runs_on_the_celery_executor(tmp_path: Path, monkeypatch):

@@ -198,3 +198,23 @@ def test_a_shard_whose_worker_is_killed_is_retried_alone_without_duplicates(shar
     assert len(merged) == len(set(merged)) == ROWS  # no duplicate, no missing row
     assert sorted(merged) == [f"row-{i:03d}" for i in range(ROWS)]
     assert "up to date" in dvc("status", cwd=root).stdout
+
+
+def test_a_stage_with_resources_is_a_step_of_its_own_with_its_pod_size(sharded_repo, monkeypatch):
+    root = sharded_repo()
+    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    dvc_yaml["stages"]["shard"]["do"]["meta"] = {}  # no pool: the shards share a step again
+    dvc_yaml["stages"]["merge"]["meta"] = {"dagster": {"resources": {"gpu": 1, "memory": "8Gi"}}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    recipe = load_project(root).recipe("default")
+    assets = {a.op.name: a for a in build_recipe_assets(recipe)}
+    assert sorted(assets) == ["dvc__default", "dvc__default__merge"]
+    pod = json.loads(assets["dvc__default__merge"].op.tags["dagster-k8s/config"])
+    assert pod["container_config"]["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert "dagster-k8s/config" not in assets["dvc__default"].op.tags
+
+    from dagster_project.dvc_integration.location import project_executor
+
+    assert project_executor(root, {}).name == "dvc_executor"
+    with pytest.raises(ValueError, match="DISTILL_EXECUTOR='kube' is not an executor; allowed: in_process"):
+        project_executor(root, {"DISTILL_EXECUTOR": "kube"})

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, executed, set_param, system_chromium
 
-from dagster_project.dvc_integration.launcher import IN_PROCESS_EVENT
+from dagster_project.dvc_integration.launcher import IN_PROCESS_EVENT, SUBPROCESS_EVENT
 
 pytestmark = pytest.mark.slow
 
@@ -269,6 +269,31 @@ def test_a_graphql_subset_run_executes_exactly_the_selected_stages(dagster_dev, 
     assert executed(root) == ["synthesize", "train"]  # in dependency order; dedup/evaluate not run
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] == 0.2
+
+
+def test_a_recipe_job_with_pool_stages_runs_them_side_by_side_in_a_process_of_its_own(
+    dagster_dev, broken_recipes_repo
+):
+    """The recipe job of a recipe with pool stages (beta's two shards) defaults to the multiprocess
+    executor: the launcher hands the run to a process of its own, whose steps run the shards."""
+    port, location = dagster_dev
+    root = broken_recipes_repo
+    params = {
+        "selector": {"repositoryLocationName": location, "repositoryName": "__repository__",
+                     "pipelineName": "recipe__beta"},
+        "mode": "default",
+        "executionMetadata": {"tags": []},
+    }  # fmt: skip
+    result = graphql(port, LAUNCH, {"executionParams": params})["launchPipelineExecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    run_id = result["run"]["runId"]
+    run = wait_for_run(port, run_id)
+    messages = run_messages(port, run_id)
+    assert run["status"] == "SUCCESS", messages
+    assert any(SUBPROCESS_EVENT in m for m in messages), messages
+    assert not any(IN_PROCESS_EVENT in m for m in messages)
+    assert any("multiprocess executor" in m for m in messages), messages
+    assert (root / "examples/beta/assets/shard_2/s.txt").read_text() == "BETA TEXT\n" * 2
 
 
 def _stage_processes(needle: str) -> list[int]:

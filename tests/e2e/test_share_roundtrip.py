@@ -45,6 +45,29 @@ stages:
 """  # noqa: E501
 
 
+def dagster_fresh_after_sensor(root: Path, home: Path) -> dict[str, bool]:
+    """One tick of the reconciling sensor over `root` in a new instance, then whether each asset is fresh."""
+    import dagster as dg
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from dagster_project.dvc_integration import build_dvc_assets, build_dvc_lock_sensor
+
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = build_dvc_lock_sensor(root)(dg.build_sensor_context(instance=instance))
+        for event in [] if isinstance(result, dg.SkipReason) else result.asset_events:
+            instance.report_runless_asset_event(event)
+        assets = build_dvc_assets(root)
+        resolver = get_stale_status_resolver(instance, assets)
+        return {
+            key.to_user_string(): resolver.get_status(key) == StaleStatus.FRESH
+            and instance.get_latest_materialization_event(key) is not None
+            for asset in assets
+            for key in asset.keys
+        }
+
+
 def ran(output: str) -> set[str]:
     """The stages a `dvc repro` of the root dvc.yaml executed, from its output."""
     return set(re.findall(r"Running stage '([^']+)'", output))
@@ -123,6 +146,9 @@ def test_push_then_pull_into_a_fresh_clone_rebuilds_nothing(
         assert ran(rebuilt.stdout) == set(), rebuilt.stdout  # nothing recomputed, nothing trained
         assert url.stats["requests"] == teacher_calls_build  # zero teacher calls
         assert "up to date" in dvc("status", cwd=clone).stdout.lower()
+        # Dagster agrees: the reconciling sensor records every pulled asset and each one is fresh.
+        fresh = dagster_fresh_after_sensor(clone, tmp_path / "dagster_home")
+        assert fresh and all(fresh.values()), fresh
 
         # The pulled teacher cache answers a rerun of synthesis by itself: zero calls, every request a hit.
         out = tmp_path / "resynthesized"
