@@ -14,7 +14,8 @@ shards side by side, the pool's concurrency = N); `celery` = the celery executor
 two workers started here (skipped, with the reason, where redis-server or dagster-celery is missing).
 
 Printed JSON, per executor and shard count: wall seconds, examples, examples/s, the speed-up over one
-shard of the same executor in this run, and the orchestration overhead: wall time outside every stage
+shard of the same executor in this run (the in-flight cap is per shard, so the ideal is N times), and
+the orchestration overhead: wall time outside every stage
 command (each command is timed by a wrapper around it), as a fraction of wall time. On a 2-core
 machine the teacher server and the shards share the cores, so throughput stops growing where the CPUs
 do (the JSON records CPU count and load).
@@ -29,11 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from celery_fixture import celery_workers, redis_server  # noqa: E402  (redis-server and workers, as the tests start them)
+
 PAIRS_PER_PASSAGE = 8  # asked of the teacher
 PAIRS_WRITTEN = 5.1  # what the offline teacher writes a demo passage on average (measured): sizes the input
 
@@ -137,7 +142,7 @@ def count_examples(root: Path, shards: int) -> int:
 
 
 def run_once(executor: str, shards: int, rows: list[dict], url: str, in_flight: int, work: Path,
-             celery: "CeleryCluster | None") -> dict:  # fmt: skip
+             broker: str | None) -> dict:  # fmt: skip
     """Materialize a fresh `shards`-shard recipe with `executor`, in a process of its own: the project's
     definitions module (`-m dagster_project.definitions` for DISTILL_PROJECT_DIR, as `dagster dev` and
     workers load it) is imported once per process."""
@@ -158,15 +163,12 @@ def run_once(executor: str, shards: int, rows: list[dict], url: str, in_flight: 
         "DISTILL_DVC_PULL": "0",
         "TQDM_DISABLE": "1",
     }
-    if celery is not None:
-        env |= {"DISTILL_EXECUTOR": "celery", "DISTILL_CELERY_BROKER": celery.broker}
-        celery.start_workers(root, env)
-    try:
+    with ExitStack() as stack:
+        if broker is not None:  # two workers, enough pool processes between them for every shard at once
+            env |= {"DISTILL_EXECUTOR": "celery", "DISTILL_CELERY_BROKER": broker}
+            stack.enter_context(celery_workers(env, work / f"workers_{shards}", 2, max(1, -(-shards // 2))))
         proc = subprocess.run([sys.executable, __file__, "--one"], cwd=root, env=env, capture_output=True,
                               text=True)  # fmt: skip
-    finally:
-        if celery is not None:
-            celery.stop_workers()
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"executor": executor, "shards": shards, "error": (proc.stderr or proc.stdout)[-2000:]}
@@ -207,66 +209,15 @@ def materialize_here() -> None:
         print(json.dumps({"wall_s": wall}))
 
 
-class CeleryCluster:
-    """redis-server and two celery workers for the project's celery executor (see the README)."""
-
-    def __init__(self):
-        self.redis = shutil.which("redis-server")
-        self.port = free_port()
-        self.broker = f"redis://127.0.0.1:{self.port}/0"
-        self.instance_dir: Path | None = None
-        self.workers: list[subprocess.Popen] = []
-        self.server: subprocess.Popen | None = None
-
-    def unavailable(self) -> str | None:
-        if self.redis is None:
-            return "redis-server is not installed (apt-get install redis-server)"
-        try:
-            import dagster_celery  # noqa: F401
-        except ImportError:
-            return "dagster-celery is not installed (pip install -e '.[scale]')"
-        return None
-
-    def start(self) -> None:
-        cmd = [
-            self.redis,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        self.server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.server, "redis-server")
-
-    def start_workers(self, root: Path) -> None:
-        from dagster_project.dvc_integration.executors import celery_worker_command
-
-        for i in range(2):
-            cmd = celery_worker_command(self.broker, name=f"scale{i}@%h")
-            self.workers.append(
-                subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-        time.sleep(5)
-
-    def stop_workers(self) -> None:
-        for proc in self.workers:
-            proc.terminate()
-        for proc in self.workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.workers = []
-
-    def stop(self) -> None:
-        self.stop_workers()
-        if self.server is not None:
-            self.server.terminate()
-            self.server.wait(10)
+def celery_unavailable() -> str | None:
+    """Why the celery executor cannot run here, or None."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (apt-get install redis-server)"
+    try:
+        import dagster_celery  # noqa: F401
+    except ImportError:
+        return "dagster-celery is not installed (pip install -e '.[scale]')"
+    return None
 
 
 def main() -> None:
@@ -293,25 +244,21 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="distill-scale-") as tmp:
             for executor in args.executors.split(","):
-                celery = None
-                if executor == "celery":
-                    celery = CeleryCluster()
-                    why = celery.unavailable()
-                    if why:
-                        skipped[executor] = why
-                        continue
-                    celery.start()
-                elif executor != "multiprocess":
-                    raise SystemExit(f"--executors: unknown {executor!r} (multiprocess, celery)")
-                try:
+                with ExitStack() as stack:
+                    broker = None
+                    if executor == "celery":
+                        why = celery_unavailable()
+                        if why:
+                            skipped[executor] = why
+                            continue
+                        broker = stack.enter_context(redis_server(Path(tmp) / "redis"))
+                    elif executor != "multiprocess":
+                        raise SystemExit(f"--executors: unknown {executor!r} (multiprocess, celery)")
                     for shards in shard_counts:
                         results.append(
-                            run_once(executor, shards, rows, url, args.in_flight, Path(tmp), celery)
+                            run_once(executor, shards, rows, url, args.in_flight, Path(tmp), broker)
                         )
                         print(json.dumps(results[-1]), file=sys.stderr)
-                finally:
-                    if celery is not None:
-                        celery.stop()
     finally:
         server.terminate()
         server.wait(10)
