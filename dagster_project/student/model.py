@@ -3,6 +3,7 @@ LM), LoRA adapters, regional compilation and the training precision."""
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -116,13 +117,27 @@ def compile_blocks(model: PreTrainedModel) -> int:
     return len(blocks)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 `avx512_bf16` or `amx_bf16`; Linux's cpuinfo):
+    there bf16 matrix products run about 1.5-2x faster than fp32 (measured on a 2-core AMD EPYC)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def precision_flags(setting: str) -> dict[str, bool]:
-    """bf16/fp16 flags for TrainingArguments; `auto` is bf16 on a GPU that supports it, else fp32."""
+    """bf16/fp16 flags for TrainingArguments. `auto` is bf16 on a GPU that supports it, else fp32; `bf16`
+    also runs on a CPU with native bf16 (mixed precision: fp32 weights, bf16 products); fp16 needs a GPU."""
     cuda = torch.cuda.is_available()
     if setting == "auto":
         setting = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if setting in ("bf16", "fp16") and not cuda:
-        print(f"train: precision {setting} asked for but no GPU: training in fp32")
+    if setting == "fp16" and not cuda or setting == "bf16" and not cuda and not cpu_has_bf16():
+        print(f"train: precision {setting} asked for, but neither a GPU nor a CPU with native bf16: fp32")
         setting = "fp32"
     return {"bf16": setting == "bf16", "fp16": setting == "fp16"}
 
