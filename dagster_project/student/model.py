@@ -131,13 +131,15 @@ def cpu_has_bf16() -> bool:
 
 
 def precision_flags(setting: str) -> dict[str, bool]:
-    """bf16/fp16 flags for TrainingArguments. `auto` is bf16 on a GPU that supports it, else fp32; `bf16`
-    also runs on a CPU with native bf16 (mixed precision: fp32 weights, bf16 products); fp16 needs a GPU."""
+    """bf16/fp16 flags for TrainingArguments; `auto` is bf16 on a GPU that supports it, else fp32.
+
+    Training stays fp32 on a CPU, also one with native bf16: measured on the demo's SmolLM2 student (1
+    thread, 2-core AMD EPYC with avx512_bf16), transformers' CPU bf16 flag gave 95.4 vs 95.3 tokens/s."""
     cuda = torch.cuda.is_available()
     if setting == "auto":
         setting = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if setting == "fp16" and not cuda or setting == "bf16" and not cuda and not cpu_has_bf16():
-        print(f"train: precision {setting} asked for, but neither a GPU nor a CPU with native bf16: fp32")
+    if setting in ("bf16", "fp16") and not cuda:
+        print(f"train: precision {setting} asked for but no GPU: training in fp32")
         setting = "fp32"
     return {"bf16": setting == "bf16", "fp16": setting == "fp16"}
 
