@@ -38,6 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from celery_fixture import celery_workers, redis_server  # noqa: E402  (redis-server and workers, as the tests start them)
+from helpers import commit_dvc_repo, free_port  # noqa: E402  (the fixture repos and ports of the tests)
 
 PAIRS_PER_PASSAGE = 8  # asked of the teacher
 PAIRS_WRITTEN = 5.1  # what the offline teacher writes a demo passage on average (measured): sizes the input
@@ -51,12 +52,6 @@ folder = pathlib.Path(os.environ["SCALE_TIMING_DIR"]); folder.mkdir(parents=True
 (folder / f"{label}-{os.getpid()}.json").write_text(json.dumps([start, time.time()]))
 sys.exit(code)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
@@ -116,12 +111,7 @@ def make_repo(root: Path, shards: int, rows: list[dict]) -> None:
     dvc_yaml = {"stages": {"synthesize": {"foreach": list(range(shards)), "do": stage}}}
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     (root / ".gitignore").write_text("__pycache__/\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@b"}  # fmt: skip
-    dvc = str(Path(sys.executable).parent / "dvc")
-    for cmd_ in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
-                 ["git", "add", "-A"], ["git", "commit", "-qm", "scale"]):  # fmt: skip
-        subprocess.run(cmd_, cwd=root, env=env, check=True, capture_output=True)
+    commit_dvc_repo(root, "scale")
 
 
 def union_seconds(spans: list[tuple[float, float]]) -> float:

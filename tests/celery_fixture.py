@@ -4,7 +4,6 @@ environment the test gives them (DISTILL_PROJECT_DIR, DISTILL_EXECUTOR=celery, t
 Everything started here is stopped when the context exits."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import pytest
+from helpers import free_port, system_binary
 
 from dagster_project.dvc_integration.executors import celery_worker_config
 
@@ -25,19 +24,7 @@ BIN = Path(sys.executable).parent
 
 def redis_server_binary() -> str:
     """Path of Debian's redis-server; skips the test locally without it, fails it in CI (CI set)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "Debian's redis-server is not installed (.ci/run installs it: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return system_binary("redis-server", install="apt-get install redis-server")
 
 
 def _redis_ping(port: int) -> bool:

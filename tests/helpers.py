@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -48,13 +49,7 @@ CHROMIUM_ARGS = [
 
 def system_chromium() -> str:
     """Path of Debian's chromium; skips the test locally without it, fails it in CI (CI set)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        message = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return chromium
+    return system_binary("chromium", "chromium-browser", install="apt-get install chromium")
 
 
 def render_report_page(page_path: Path, screenshot: Path) -> dict:
@@ -102,6 +97,36 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> su
 
 def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     return run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, check=check, timeout=timeout)
+
+
+def commit_dvc_repo(root: Path, message: str) -> Path:
+    """Make the files under `root` a git+DVC repo (analytics off) with everything in one commit."""
+    run(["git", "init", "-q"], cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "-qm", message], cwd=root)
+    return root
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def system_binary(*names: str, install: str) -> str:
+    """Path of the first of `names` on PATH; skips the test locally without it, fails it in CI (CI set),
+    saying `install` (how .ci/run installs it)."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"Debian's {names[0]} is not installed (.ci/run installs it: {install})"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 # A recipe-shaped pipeline whose stages are cheap: each reads its inputs and its params section,
@@ -199,12 +224,7 @@ def fixture_repo(tmp_path: Path) -> Path:
     (root / "params.yaml").write_text(textwrap.dedent(PARAMS_YAML))
     (root / "data" / "source.txt").write_text("alpha beta\ngamma delta\nepsilon\n")
     (root / ".gitignore").write_text("runs.log\n")
-    run(["git", "init", "-q"], cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    run(["git", "add", "-A"], cwd=root)
-    run(["git", "commit", "-qm", "recipe"], cwd=root)
-    return root
+    return commit_dvc_repo(root, "recipe")
 
 
 def executed(root: Path) -> list[str]:
@@ -330,12 +350,7 @@ def make_multi_recipe_repo(root: Path, broken: bool = False) -> Path:
     if broken:
         write_recipe(root / "examples/broken", BROKEN_DVC_YAML)
         write_recipe(root / "examples/badparams", BAD_PARAMS_DVC, BAD_PARAMS)
-    run(["git", "init", "-q"], cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    run(["git", "add", "-A"], cwd=root)
-    run(["git", "commit", "-qm", "recipes"], cwd=root)
-    return root
+    return commit_dvc_repo(root, "recipes")
 
 
 def copy_repo(dest: Path, drop_locks: bool = True) -> Path:

@@ -8,7 +8,6 @@ other key is refused, as a real S3 would refuse it. Credentials reach DVC throug
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 BUCKET = "distill-shared"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from helpers import REPO_ROOT, dvc, executed, run, set_param
-from moto_s3 import S3Server, free_port, isolate_aws_env, s3_server  # noqa: F401
+from helpers import REPO_ROOT, dvc, executed, free_port, run, set_param
+from moto_s3 import S3Server, isolate_aws_env, s3_server  # noqa: F401
 
 from dagster_project import cli, sharing
 

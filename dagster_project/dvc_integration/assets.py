@@ -18,7 +18,7 @@ from dagster_project.dvc_integration.resource import (
     DvcInterrupted,
     default_remote,
 )
-from dagster_project.dvc_integration.translator import DvcTranslator, dagster_name
+from dagster_project.dvc_integration.translator import POOL_TAG, DvcTranslator, dagster_name
 from dagster_project.dvc_integration.versions import data_version_from_lock, lock_entry_hash, read_lock
 
 LOCK_ENTRY_TAG = "dvc/lock_entry"
@@ -111,9 +111,6 @@ def stage_events(lines: Iterable[str], names: dict[str, str]) -> Iterator[tuple[
             current = None
     if current is not None:
         yield "", current, outcome
-
-
-POOL_TAG = "dvc/pool"
 
 
 def step_groups(

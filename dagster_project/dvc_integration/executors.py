@@ -28,7 +28,7 @@ from dagster._core.definitions.executor_definition import (
 )
 
 from dagster_project.dvc_integration.project import Recipe
-from dagster_project.dvc_integration.translator import DvcTranslator, dagster_name
+from dagster_project.dvc_integration.translator import POOL_TAG, DvcTranslator, dagster_name
 
 
 def _requirements(config) -> Sequence[ExecutorRequirement]:
@@ -76,8 +76,6 @@ def parallel_run_config(recipe: Recipe, translator: DvcTranslator | None = None)
     # Pool steps mostly wait (on the teacher, on DVC): the default cap, one step per CPU, would hold
     # them back; the pools' own limits are the cap, plus one step for the rest of the recipe.
     steps_at_once = sum(limits[p] or sizes[p] for p in limits) + 1
-    from dagster_project.dvc_integration.assets import POOL_TAG
-
     tag_limits = [
         {"key": POOL_TAG, "value": dagster_name(pool), "limit": limit}
         for pool, limit in sorted(limits.items())

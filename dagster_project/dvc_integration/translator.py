@@ -13,6 +13,8 @@ import dagster as dg
 from dagster_project.dvc_integration.k8s import check_gpu_launch, k8s_op_tags
 from dagster_project.dvc_integration.project import DvcStage, asset_folder
 
+POOL_TAG = "dvc/pool"  # op tag naming a step's pool (the multiprocess executor's tag_concurrency_limits)
+
 
 def dagster_name(text: str) -> str:
     """`text` as a valid Dagster name (letters, digits and `_`): `train@small` -> `train_small`."""

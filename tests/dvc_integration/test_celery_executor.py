@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 from celery_fixture import celery_workers, redis_server, redis_server_binary
-from helpers import REPO_ROOT, dvc, run, synthesize_recipe_params
+from helpers import REPO_ROOT, commit_dvc_repo, synthesize_recipe_params
 
 from dagster_project.dvc_integration.executors import BROKER_ENV
 from dagster_project.dvc_integration.location import EXECUTOR_ENV
@@ -100,12 +100,7 @@ def make_sharded_repo(root: Path) -> Path:
     (root / "data/gold.jsonl").write_text((REPO_ROOT / "data/demo_world/gold_test.jsonl").read_text())
     (root / "gate.py").write_text(GATE_PY)
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
-    run(["git", "init", "-q"], cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    run(["git", "add", "-A"], cwd=root)
-    run(["git", "commit", "-qm", "sharded recipe"], cwd=root)
-    return root
+    return commit_dvc_repo(root, "sharded recipe")
 
 
 def project_env(root: Path, home: Path, executor: str, **extra: str) -> dict[str, str]:

@@ -61,7 +61,7 @@ TRAIN_STEP = "default__train"
 DEDUP_STEP = "default__dedup"  # a stage without resources: the executor's default pod
 
 SECRET_VALUES = {  # set in the launching process: none may reach the submitted Job
-    "OPENAI_API_KEY": "sk-test-never-in-a-job-spec",
+    "OPENAI_API_KEY": "fake-key-that-must-not-reach-a-job-spec",
     "DISTILL_TEACHER_BASE_URL": "http://vllm-0.internal:8000/v1,http://vllm-1.internal:8000/v1",
 }
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from helpers import dvc, run
+from helpers import commit_dvc_repo, dvc
 
 from dagster_project.dvc_integration import load_project
 from dagster_project.dvc_integration.assets import POOL_TAG, build_recipe_assets, step_groups
@@ -87,12 +87,7 @@ def sharded_repo(tmp_path: Path):
         (root / "dvc.yaml").write_text(yaml.safe_dump(_dvc_yaml(concurrency), sort_keys=False))
         (root / "params.yaml").write_text(yaml.safe_dump({"sleep": sleep}))
         (root / ".gitignore").write_text("timing/\n__pycache__/\n")
-        run(["git", "init", "-q"], cwd=root)
-        dvc("init", "-q", cwd=root)
-        dvc("config", "core.analytics", "false", cwd=root)
-        run(["git", "add", "-A"], cwd=root)
-        run(["git", "commit", "-qm", "sharded recipe"], cwd=root)
-        return root
+        return commit_dvc_repo(root, "sharded recipe")
 
     return make
 

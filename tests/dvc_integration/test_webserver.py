@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, executed, set_param, system_chromium
+from helpers import ARTIFACTS, CHROMIUM_ARGS, REPO_ROOT, _env, executed, free_port, set_param, system_chromium
 
 from dagster_project.dvc_integration.launcher import IN_PROCESS_EVENT, SUBPROCESS_EVENT
 
@@ -67,12 +66,6 @@ query { workspaceOrError { __typename ... on Workspace { locationEntries { name 
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     req = urllib.request.Request(
@@ -88,7 +81,7 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 def dagster_dev(broken_recipes_repo, tmp_path):
     """`dagster dev` (webserver + daemon) serving the recipes of a repo where two recipes are broken."""
     fixture_repo = broken_recipes_repo
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
     # The repo's instance settings, as `dagster dev` started in the repo uses them (in-process launcher).
